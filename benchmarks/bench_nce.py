@@ -1,0 +1,285 @@
+"""One training step of ``torchnce.nce_loss`` against ``tf.compat.v1.nn.nce_loss``, side by side.
+
+A step is forward, backward and an SGD update (lr 0.1) of weights and biases. ``inputs`` is a leaf
+that requires grad but is not updated (its gradient is computed and stored on both sides). Both
+sides sample S candidates with the default log-uniform unique sampler inside the step.
+
+* torchnce: eager, ``torch.optim.SGD``, with ``sparse_grad=True`` and with dense gradients.
+* TensorFlow 2.21: the step inside ``tf.function``; the update is the faster of Keras' ``SGD``
+  (which applies IndexedSlices sparsely) and a manual ``scatter_sub`` of the IndexedSlices; the
+  table says which won.
+* full softmax (smallest shape only): ``F.cross_entropy(inputs @ W.T + b, labels)`` and
+  ``F.linear_cross_entropy`` with an explicit batch chunk, dense SGD; the faster is reported.
+
+Variants are interleaved in rounds; each figure is the median per-step time over all measured
+steps after warm-up. Both libraries use 2 threads.
+
+    python benchmarks/bench_nce.py            # full run, writes benchmarks/results_nce.md
+    python benchmarks/bench_nce.py --quick    # smoke run, prints only
+    python benchmarks/bench_nce.py --shapes 2 --profile   # torch.profiler of the sparse step
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SHAPES = [  # (B, D, C, S, T)
+    (128, 128, 50_000, 64, 1),
+    (1024, 256, 100_000, 1024, 1),
+    (512, 128, 1_000_000, 256, 1),
+    (512, 128, 1_000_000, 256, 4),
+]
+LR = 0.1
+THREADS = 2
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: few steps, no file")
+    parser.add_argument("--shapes", type=int, nargs="*", help="indices into SHAPES (default all)")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+    parser.add_argument("--block-ms", type=float, default=60.0,
+                        help="target time of one variant's block of steps per round")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print a torch.profiler table of the torchnce sparse step")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="markdown file (default benchmarks/results_nce.md; none with --quick)")
+    parser.add_argument("--thp", action="store_true",
+                        help="set THP_MEM_ALLOC_ENABLE=1 (PyTorch's huge-page allocator option)")
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if ARGS.thp:  # read by PyTorch's CPU allocator at import
+    os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import torchnce  # noqa: E402
+
+torch.set_num_threads(THREADS)
+tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+
+Step = Callable[[], Any]
+
+
+# ------------------------------------------------------------------------------------------------
+# The steps
+
+
+def torch_nce_step(shape: tuple[int, ...], data: dict[str, np.ndarray], *, sparse: bool) -> Step:
+    batch, _, num_classes, num_sampled, num_true = shape
+    weights = torch.tensor(data["weights"], requires_grad=True)
+    biases = torch.tensor(data["biases"], requires_grad=True)
+    inputs = torch.tensor(data["inputs"], requires_grad=True)  # a leaf, never updated
+    labels = torch.tensor(data["labels"])
+    generator = torch.Generator().manual_seed(0)
+    opt = torch.optim.SGD([weights, biases], lr=LR)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        inputs.grad = None
+        loss = torchnce.nce_loss(weights, biases, labels, inputs, num_sampled, num_classes,
+                                 num_true, generator=generator, sparse_grad=sparse).mean()
+        loss.backward()
+        opt.step()
+
+    del batch
+    return step
+
+
+def torch_softmax_step(data: dict[str, np.ndarray], *, chunked: bool) -> Step:
+    weights = torch.tensor(data["weights"], requires_grad=True)
+    biases = torch.tensor(data["biases"], requires_grad=True)
+    inputs = torch.tensor(data["inputs"], requires_grad=True)
+    labels = torch.tensor(data["labels"][:, 0])
+    opt = torch.optim.SGD([weights, biases], lr=LR)
+    options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=64)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        inputs.grad = None
+        if chunked:
+            loss = F.linear_cross_entropy(inputs, weights, labels, linear_bias=biases,
+                                          options=options)
+        else:
+            loss = F.cross_entropy(inputs @ weights.T + biases, labels)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def tf_nce_step(shape: tuple[int, ...], data: dict[str, np.ndarray], *, keras: bool) -> Step:
+    _, _, num_classes, num_sampled, num_true = shape
+    weights = tf.Variable(data["weights"])
+    biases = tf.Variable(data["biases"])
+    inputs = tf.Variable(data["inputs"])  # gradient computed and stored, never applied
+    inputs_grad = tf.Variable(tf.zeros_like(inputs))
+    labels = tf.constant(data["labels"])
+    tf.random.set_seed(0)
+    opt = tf.keras.optimizers.SGD(LR)
+    if keras:
+        opt.build([weights, biases])
+
+    @tf.function
+    def step() -> Any:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.compat.v1.nn.nce_loss(
+                weights, biases, labels, inputs, num_sampled, num_classes, num_true))
+        g_w, g_b, g_x = tape.gradient(loss, [weights, biases, inputs])
+        if keras:
+            opt.apply_gradients([(g_w, weights), (g_b, biases)])
+        else:  # IndexedSlices: scatter_sub sums duplicate rows, as the gradient means
+            weights.scatter_sub(tf.IndexedSlices(LR * g_w.values, g_w.indices))
+            biases.scatter_sub(tf.IndexedSlices(LR * g_b.values, g_b.indices))
+        inputs_grad.assign(g_x)  # keep the inputs gradient alive (else grappler prunes it)
+        return loss
+
+    return step
+
+
+# ------------------------------------------------------------------------------------------------
+# Timing
+
+
+def make_data(shape: tuple[int, ...], seed: int = 0) -> dict[str, np.ndarray]:
+    batch, dim, num_classes, _, num_true = shape
+    rng = np.random.default_rng(seed)
+    return {
+        "weights": (rng.standard_normal((num_classes, dim), dtype=np.float32) * 0.05),
+        "biases": np.zeros(num_classes, np.float32),
+        "inputs": rng.standard_normal((batch, dim), dtype=np.float32),
+        "labels": rng.integers(0, num_classes, (batch, num_true), dtype=np.int64),
+    }
+
+
+def time_steps(step: Step, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(steps: dict[str, Step], *, rounds: int, warmup: int, block_s: float,
+            max_steps: int) -> dict[str, float]:
+    """Median ms per step of each variant, over interleaved rounds after warm-up."""
+    per_block = {}
+    for name, step in steps.items():
+        warm = time_steps(step, warmup)
+        per_block[name] = max(1, min(max_steps, round(block_s / statistics.median(warm))))
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for name, step in steps.items():
+                samples[name] += time_steps(step, per_block[name])
+    finally:
+        gc.enable()
+    return {name: 1e3 * statistics.median(s) for name, s in samples.items()}
+
+
+def profile_step(step: Step, label: str) -> None:
+    for _ in range(5):
+        step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(20):
+            step()
+    print(f"\n### torch.profiler, {label}, 20 steps\n")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+
+
+def machine_info() -> str:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"* CPU: {cpu} ({os.cpu_count()} logical cores visible; {THREADS} threads used)\n"
+            f"* torch {torch.__version__}, TensorFlow {tf.__version__}, "
+            f"Python {platform.python_version()}, numpy {np.__version__}\n"
+            f"* THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}\n"
+            f"* date: {now}")
+
+
+def main() -> None:
+    quick = ARGS.quick
+    rounds = 2 if quick else ARGS.rounds
+    warmup, max_steps = (2, 3) if quick else (5, 40)
+    block_s = ARGS.block_ms / 1e3
+    indices = ARGS.shapes if ARGS.shapes else range(len(SHAPES))
+    header = ("| shape (B, D, C, S, T) | torchnce sparse ms | torchnce dense ms | TF ms "
+              "| ratio torchnce-sparse/TF | full softmax ms |")
+    rows = [header, "|---|---:|---:|---:|---:|---:|"]
+    notes = []
+    print(header, "\n" + rows[1], flush=True)
+    for i in indices:
+        shape = SHAPES[i]
+        data = make_data(shape)
+        steps: dict[str, Step] = {
+            "sparse": torch_nce_step(shape, data, sparse=True),
+            "dense": torch_nce_step(shape, data, sparse=False),
+            "tf keras SGD": tf_nce_step(shape, data, keras=True),
+            "tf scatter_sub": tf_nce_step(shape, data, keras=False),
+        }
+        if i == 0:
+            steps["softmax cross_entropy"] = torch_softmax_step(data, chunked=False)
+            steps["softmax linear_cross_entropy"] = torch_softmax_step(data, chunked=True)
+        ms = measure(steps, rounds=rounds, warmup=warmup, block_s=block_s, max_steps=max_steps)
+        tf_name = min(("tf keras SGD", "tf scatter_sub"), key=ms.__getitem__)
+        softmax = [k for k in ms if k.startswith("softmax")]
+        full = f"{min(ms[k] for k in softmax):.2f}" if softmax else "–"
+        row = (f"| {shape} | {ms['sparse']:.3f} | {ms['dense']:.2f} | {ms[tf_name]:.3f} "
+               f"| {ms['sparse'] / ms[tf_name]:.2f} | {full} |")
+        rows.append(row)
+        print(row, flush=True)
+        detail = ", ".join(f"{k} {v:.3f} ms" for k, v in ms.items())
+        notes.append(f"* {shape}: {detail}; TF column = {tf_name}")
+        if ARGS.profile:
+            profile_step(steps["sparse"], f"torchnce sparse step at {shape}")
+        del steps
+        gc.collect()
+    print("\n" + "\n".join(notes))
+    output = ARGS.output or (None if quick else Path(__file__).with_name("results_nce.md"))
+    if output is not None:
+        text = ("# torchnce.nce_loss vs tf.compat.v1.nn.nce_loss: one training step\n\n"
+                "Forward + backward + SGD(lr=0.1) on weights and biases; inputs a leaf with a "
+                "gradient, not updated;\nlog-uniform unique sampling inside the step on both "
+                "sides; median ms per step over interleaved\nrounds after warm-up "
+                f"({rounds} rounds). Produced by `python benchmarks/bench_nce.py`"
+                f"{' --quick' if quick else ''}.\n\n"
+                + machine_info() + "\n\n" + "\n".join(rows) + "\n\nAll variants (median ms):\n\n"
+                + "\n".join(notes) + "\n\nFull softmax: the faster of `F.cross_entropy(inputs @ "
+                "W.T + b, labels)` and `F.linear_cross_entropy(..., batch_chunk_size=64)`, "
+                "dense SGD, smallest shape only.\n")
+        output.write_text(text)
+        print(f"\nwritten to {output}")
+
+
+if __name__ == "__main__":
+    main()

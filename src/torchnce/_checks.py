@@ -1,0 +1,85 @@
+"""Argument validation shared by every public function.
+
+Each check raises ``TypeError`` (wrong type or dtype) or ``ValueError`` (wrong value, shape or
+choice) with a one-sentence message that starts with the argument's name as it appears in the
+signature, then what was expected, then ``, got <actual>``.
+
+Checks that read tensor *values* (``check_ids_in_range``) synchronise with the device; callers
+run them once, at the public boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
+    """Return ``value`` as an ``int``; reject bools, floats and values below ``minimum``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype in _INT_DTYPES:
+        value = int(value.item())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``."""
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+    return str(value)
+
+
+def as_int_tensor(name: str, value: Any, *, device: torch.device | None = None) -> torch.Tensor:
+    """Convert ``value`` (tensor, list, numpy array) to an int64 tensor of class ids."""
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(value, device=device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(
+                f"{name} must be an integer tensor of class ids, got {type(value).__name__}"
+            ) from err
+    if value.dtype not in _INT_DTYPES:
+        raise TypeError(
+            f"{name} must be an integer tensor of class ids, got {value.dtype}; use {name}.long()"
+        )
+    return value.long()
+
+
+def as_float_tensor(name: str, value: Any, *, device: torch.device | None = None) -> torch.Tensor:
+    """Convert ``value`` (tensor, list, numpy array) to a floating tensor, keeping its dtype."""
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(value, device=device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(
+                f"{name} must be a floating tensor, got {type(value).__name__}"
+            ) from err
+        if not value.is_floating_point():
+            value = value.float()
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {value.dtype}")
+    return value
+
+
+def check_ids_in_range(name: str, ids: torch.Tensor, upper: int) -> None:
+    """Raise TensorFlow's "out of range" error unless every id lies in ``[0, upper)``.
+
+    Reads the values: one device synchronisation.
+    """
+    if ids.numel() == 0:
+        return
+    lo, hi = torch.aminmax(ids)
+    lo_v, hi_v = int(lo), int(hi)
+    if lo_v < 0 or hi_v >= upper:
+        bad = lo_v if lo_v < 0 else hi_v
+        raise ValueError(
+            f"{name} must hold ids in [0, {upper}), got {bad} (out of range [0, {upper}))"
+        )

@@ -1,0 +1,167 @@
+"""Sampled logits: the one place where TensorFlow's ``_compute_sampled_logits`` maths lives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from torchnce._hits import FLT_MAX
+from torchnce._lookup import PartitionStrategy, lookup
+from torchnce._problem import Problem, prepare
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def masked_logit(dtype: torch.dtype) -> float:
+    """The logit of a removed accidental hit: TensorFlow's ``-FLT_MAX``, finite in every dtype."""
+    return float(torch.finfo(dtype).min) if dtype in _LOW_PRECISION else -FLT_MAX
+
+
+def compose_logits(
+    inputs: torch.Tensor,
+    rows: torch.Tensor,
+    bias_rows: torch.Tensor | None,
+    log_q: tuple[torch.Tensor, torch.Tensor] | None,
+    hits: torch.Tensor | None,
+    num_true: int,
+) -> torch.Tensor:
+    """``[B, T + S]`` logits from the looked-up rows of the true ids (first) and sampled ids.
+
+    ``rows`` is ``[B·T + S, D]`` and ``bias_rows`` ``[B·T + S]``, both in the dtype of
+    ``inputs``; ``log_q`` is ``(log Q(true) [B, T]-broadcastable, log Q(sampled) [S])``.
+    TensorFlow's order: row-wise dots, bias, hit masking, log-Q (hits are masked last, which
+    gives the same numbers since ``-FLT_MAX - log Q`` rounds to ``-FLT_MAX``).
+    """
+    batch = inputs.shape[0]
+    n_true = batch * num_true
+    true_w, sampled_w = rows[:n_true].view(batch, num_true, -1), rows[n_true:]
+    true_logits = (true_w * inputs.unsqueeze(1)).sum(dim=2)
+    if bias_rows is None:
+        sampled_logits = inputs @ sampled_w.t()
+    else:
+        true_logits = true_logits + bias_rows[:n_true].view(batch, num_true)
+        sampled_logits = torch.addmm(bias_rows[n_true:], inputs, sampled_w.t())
+    if log_q is not None:
+        true_logits = true_logits - log_q[0]
+        sampled_logits = sampled_logits - log_q[1]
+    if hits is not None:
+        sampled_logits = sampled_logits.masked_fill(hits, masked_logit(inputs.dtype))
+    return torch.cat([true_logits, sampled_logits], dim=1)
+
+
+def all_ids_of(problem: Problem) -> torch.Tensor:
+    """The ids looked up once for a step: the flattened true classes, then the candidates."""
+    return torch.cat([problem.labels.reshape(-1), problem.sampled])
+
+
+def log_q_of(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log Q(true), log Q(sampled))`` in the compute dtype."""
+    return problem.true_count.log(), problem.sampled_count.log()
+
+
+def logits_of(problem: Problem, *, subtract_log_q: bool) -> torch.Tensor:
+    """``[B, T + S]`` logits of the true classes, then the sampled ones, with autograd."""
+    ids, dtype = all_ids_of(problem), problem.inputs.dtype
+    lookup_args = (ids, problem.num_classes, problem.partition_strategy)
+    rows = lookup(problem.weights, *lookup_args, sparse_grad=problem.sparse_grad).to(dtype)
+    bias_rows = None
+    if problem.biases is not None:
+        bias_rows = lookup(problem.biases, *lookup_args, sparse_grad=problem.sparse_grad)
+        bias_rows = bias_rows.to(dtype)
+    log_q = log_q_of(problem) if subtract_log_q else None
+    num_true = problem.labels.shape[1]
+    return compose_logits(problem.inputs, rows, bias_rows, log_q, problem.hits, num_true)
+
+
+def targets_of(problem: Problem) -> torch.Tensor:
+    """``[B, T + S]`` targets: ``1/T`` for each true column, 0 for each sampled one."""
+    batch, num_true = problem.labels.shape
+    like = {"dtype": problem.inputs.dtype, "device": problem.inputs.device}
+    true = torch.full((batch, num_true), 1.0 / num_true, **like)  # type: ignore[arg-type]
+    return torch.cat([true, torch.zeros(batch, problem.sampled.numel(), **like)], dim=1)  # type: ignore[arg-type]
+
+
+def compute_sampled_logits(
+    weights: torch.Tensor | list[torch.Tensor],
+    biases: torch.Tensor | list[torch.Tensor] | None,
+    labels: Any,
+    inputs: torch.Tensor,
+    num_sampled: int,
+    num_classes: int,
+    num_true: int = 1,
+    sampled_values: Any = None,
+    subtract_log_q: bool = True,
+    remove_accidental_hits: bool = False,
+    partition_strategy: PartitionStrategy = "mod",
+    name: str | None = None,
+    seed: int | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    sparse_grad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets of a sampled loss, as TensorFlow's ``_compute_sampled_logits``.
+
+    With ``W`` the output embeddings, ``b`` the biases, ``x_i`` an input row, true classes
+    ``y_{i1..iT}``, shared sampled candidates ``s_1..s_S`` and expected counts ``Q``:
+
+    .. math::
+
+        \\ell_{it} = x_i \\cdot W_{y_{it}} + b_{y_{it}} - \\log Q(y_{it}), \\qquad
+        \\ell_{i,T+j} = x_i \\cdot W_{s_j} + b_{s_j} - \\log Q(s_j)
+        \\;\\; (-\\text{FLT\\_MAX if } s_j \\text{ is a removed hit of row } i)
+
+    and targets ``1/T`` for the ``T`` true columns, 0 for the ``S`` sampled ones. The log-Q
+    terms are dropped when ``subtract_log_q`` is False.
+
+    Args:
+        weights: ``[C, D]`` tensor or a Python list of shards laid out by ``partition_strategy``.
+        biases: ``[C]`` tensor or list of shards; None for no bias (a PyTorch extension).
+        labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), ids in ``[0, C)``.
+        inputs: ``[B, D]`` floating; its dtype is the compute dtype.
+        num_sampled: S, the number of candidates drawn by the default sampler.
+        num_classes: C.
+        num_true: T.
+        sampled_values: ``(sampled_candidates [S], true_expected_count [B, T],
+            sampled_expected_count [S])`` as tensors, lists or arrays; None draws
+            ``log_uniform_candidate_sampler(labels, T, S, unique=True, range_max=C)``.
+        subtract_log_q: subtract the log expected counts (True for NCE and sampled softmax).
+        remove_accidental_hits: give the sampled candidates equal to a row's true class the
+            logit -FLT_MAX (last duplicate only, as TensorFlow).
+        partition_strategy: ``"mod"`` or ``"div"``, the shard layout of weights and biases.
+        name: accepted for TensorFlow compatibility and ignored.
+        seed: seed of the default sampler; the same seed draws the same candidates.
+        generator: a ``torch.Generator`` for the default sampler (exclusive with ``seed``).
+        sparse_grad: give weights and biases sparse gradients over the looked-up rows only.
+
+    Returns:
+        ``(logits, targets)``, both ``[B, T + S]`` in the dtype of ``inputs``.
+
+    Raises:
+        TypeError: non-integer labels or candidates, non-floating inputs or tables.
+        ValueError: inconsistent shapes, ids out of range, bad counts or choices (the message
+            names the argument).
+
+    Note:
+        Unlike TensorFlow, expected counts are cast to the dtype of ``inputs``; removed hits get
+        the dtype's most negative finite value in float16/bfloat16 (TensorFlow's -inf gives NaN
+        losses there); the total rows of ``weights`` and ``biases`` must equal ``num_classes``;
+        with ``remove_accidental_hits`` the candidates must number exactly ``num_sampled``.
+        Hits are masked after the log-Q subtraction rather than before: since
+        ``-FLT_MAX - log Q`` rounds to ``-FLT_MAX``, the result is the same.
+
+    Example:
+        >>> import torch, torchnce
+        >>> w, b = torch.eye(3), torch.zeros(3)
+        >>> values = ([2], [[1.0]], [1.0])
+        >>> logits, targets = torchnce.compute_sampled_logits(
+        ...     w, b, torch.tensor([[0]]), torch.tensor([[1.0, 0.0, 0.0]]), 1, 3,
+        ...     sampled_values=values)
+        >>> logits.tolist(), targets.tolist()
+        ([[1.0, 0.0]], [[1.0, 0.0]])
+    """
+    del name
+    problem = prepare(weights, biases, labels, inputs, num_sampled, num_classes, num_true,
+                      sampled_values, remove_accidental_hits, partition_strategy,
+                      seed=seed, generator=generator, sparse_grad=sparse_grad)
+    return logits_of(problem, subtract_log_q=subtract_log_q), targets_of(problem)

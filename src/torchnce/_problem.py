@@ -1,0 +1,181 @@
+"""Validation of a sampled-loss call: turns the TensorFlow-style arguments into a ``Problem``.
+
+Every public sampled-loss function funnels its arguments through :func:`prepare`, so each
+check and each error message exists once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from torchnce._checks import (
+    as_float_tensor,
+    as_int_tensor,
+    check_choice,
+    check_ids_in_range,
+    check_int,
+)
+from torchnce._hits import hit_mask
+from torchnce._lookup import STRATEGIES, as_shards, check_layout
+from torchnce._sampler_ops import log_uniform_candidate_sampler
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A validated sampled-loss call.
+
+    Attributes:
+        inputs: ``[B, D]`` floating, the compute dtype F.
+        weights: shards of the ``[C, D]`` output embeddings.
+        biases: shards of the ``[C]`` biases, or None for no bias.
+        labels: int64 ``[B, T]``.
+        sampled: int64 ``[S]``, the candidates shared by the batch.
+        true_count: F, broadcastable to ``[B, T]``, detached.
+        sampled_count: F ``[S]``, detached.
+        hits: bool ``[B, S]`` accidental hits to remove, or None.
+        partition_strategy: "mod" or "div".
+        sparse_grad: whether weight and bias gradients are sparse.
+    """
+
+    inputs: torch.Tensor
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor] | None
+    labels: torch.Tensor
+    sampled: torch.Tensor
+    true_count: torch.Tensor
+    sampled_count: torch.Tensor
+    hits: torch.Tensor | None
+    partition_strategy: str
+    sparse_grad: bool
+
+    @property
+    def num_classes(self) -> int:
+        return sum(int(w.shape[0]) for w in self.weights)
+
+
+def _check_inputs(inputs: Any) -> torch.Tensor:
+    if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
+        got = inputs.dtype if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise TypeError(f"inputs must be a floating tensor [batch_size, dim], got {got}")
+    if inputs.dim() != 2:
+        raise ValueError(f"inputs must be 2-D [batch_size, dim], got shape {tuple(inputs.shape)}")
+    return inputs
+
+
+def _check_table(
+    name: str, table: Any, num_classes: int, strategy: str, inputs: torch.Tensor
+) -> list[torch.Tensor]:
+    shards = as_shards(name, table, matrix=name == "weights")
+    if name == "biases" and shards[0].dim() != 1:
+        raise ValueError(f"biases must be 1-D [num_classes], got shape {tuple(shards[0].shape)}")
+    if not shards[0].is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {shards[0].dtype}")
+    if shards[0].device != inputs.device:
+        raise ValueError(f"{name} must be on the device of inputs ({inputs.device}), "
+                         f"got {shards[0].device}")
+    rows = check_layout(name, shards, strategy)
+    if rows != num_classes:
+        raise ValueError(f"{name} must have num_classes={num_classes} rows in all, got {rows}")
+    return shards
+
+
+def _check_labels(labels: Any, num_true: int, inputs: torch.Tensor) -> torch.Tensor:
+    labels = as_int_tensor("labels", labels, device=inputs.device)
+    if labels.dim() == 1 and num_true == 1:
+        labels = labels.unsqueeze(1)
+    if labels.dim() != 2 or labels.shape != (inputs.shape[0], num_true):
+        raise ValueError(
+            f"labels must have shape [batch_size={inputs.shape[0]}, num_true={num_true}], "
+            f"got {tuple(labels.shape)}"
+        )
+    return labels.to(inputs.device)
+
+
+def _check_sampled_values(
+    values: Any, num_classes: int, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != 3:
+        raise ValueError(
+            "sampled_values must be a 3-tuple (sampled_candidates, true_expected_count, "
+            f"sampled_expected_count), got {type(values).__name__}"
+        )
+    device = labels.device
+    sampled = as_int_tensor("sampled_values", values[0], device=device).detach().to(device)
+    if sampled.dim() != 1:
+        raise ValueError(f"sampled_values must hold 1-D sampled_candidates, got shape "
+                         f"{tuple(sampled.shape)}")
+    check_ids_in_range("sampled_values", sampled, num_classes)
+    true_count = as_float_tensor("sampled_values", values[1], device=device)
+    sampled_count = as_float_tensor("sampled_values", values[2], device=device)
+    for what, count, shape in (("true_expected_count", true_count, labels.shape),
+                               ("sampled_expected_count", sampled_count, sampled.shape)):
+        if not _broadcastable(count, shape):
+            raise ValueError(f"sampled_values must hold a {what} broadcastable to "
+                             f"{list(shape)}, got shape {tuple(count.shape)}")
+    return sampled, true_count, sampled_count
+
+
+def _broadcastable(count: torch.Tensor, shape: torch.Size) -> bool:
+    if count.dim() > len(shape):
+        return False
+    try:
+        return torch.broadcast_shapes(count.shape, shape) == shape
+    except RuntimeError:
+        return False
+
+
+def prepare(
+    weights: Any,
+    biases: Any,
+    labels: Any,
+    inputs: Any,
+    num_sampled: Any,
+    num_classes: Any,
+    num_true: Any,
+    sampled_values: Any,
+    remove_accidental_hits: bool,
+    partition_strategy: Any,
+    *,
+    seed: int | None,
+    generator: torch.Generator | None,
+    sparse_grad: bool,
+) -> Problem:
+    """Validate a sampled-loss call, draw the default sample if needed, and find the hits.
+
+    Reads label and candidate values once to range-check them (one device synchronisation).
+    """
+    num_sampled = check_int("num_sampled", num_sampled, minimum=1)
+    num_classes = check_int("num_classes", num_classes, minimum=1)
+    num_true = check_int("num_true", num_true, minimum=1)
+    strategy = check_choice("partition_strategy", partition_strategy, STRATEGIES)
+    inputs = _check_inputs(inputs)
+    w = _check_table("weights", weights, num_classes, strategy, inputs)
+    if w[0].shape[1] != inputs.shape[1]:
+        raise ValueError(f"inputs must have dim = the weights' row width {w[0].shape[1]}, "
+                         f"got shape {tuple(inputs.shape)}")
+    b = None if biases is None else _check_table("biases", biases, num_classes, strategy, inputs)
+    labels = _check_labels(labels, num_true, inputs)
+    check_ids_in_range("labels", labels, num_classes)
+    if sampled_values is None:
+        if num_sampled > num_classes:
+            raise ValueError(
+                f"num_sampled must be <= num_classes={num_classes} for the default unique "
+                f"sampler, got {num_sampled} (Sampler's range is too small)"
+            )
+        sampled_values = log_uniform_candidate_sampler(
+            labels, num_true, num_sampled, True, num_classes, seed=seed, generator=generator)
+    sampled, true_count, sampled_count = _check_sampled_values(
+        sampled_values, num_classes, labels)
+    hits = None
+    if remove_accidental_hits:
+        if sampled.numel() != num_sampled:
+            raise ValueError(
+                f"sampled_values must hold num_sampled={num_sampled} candidates when "
+                f"remove_accidental_hits=True, got {sampled.numel()}")
+        hits = hit_mask(labels, sampled)
+    return Problem(inputs, w, b, labels, sampled, true_count.detach().to(inputs.dtype),
+                   sampled_count.detach().to(inputs.dtype), hits, strategy, bool(sparse_grad))
