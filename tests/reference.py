@@ -234,19 +234,20 @@ def tf_generate_test_data(
 def tf2_logits_case(num_true: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
     """TF2 ``ComputeSampledLogitsTest``: seed 0, then per num_true 1, 2, ...: labels, then data.
 
-    Returns ``(labels [B, T], weights, biases, hidden, sampled_values)`` of iteration ``num_true``.
+    Returns ``(weights, biases, labels [B, T], hidden, sampled_values)`` (the API's argument
+    order) of iteration ``num_true``.
     """
     rng = np.random.RandomState(0)
     for t in range(1, num_true + 1):
         labels = rng.randint(0, TF_NUM_CLASSES, size=TF_BATCH * t)
         weights, biases, hidden, sampled_values = tf_generate_test_data(rng)
-    return labels.reshape(TF_BATCH, num_true), weights, biases, hidden, sampled_values
+    return weights, biases, labels.reshape(TF_BATCH, num_true), hidden, sampled_values
 
 
 def tf_loss_case() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
     """``testNCELoss`` / ``testSampledSoftmaxLoss`` (TF1 and TF2): seed 0, labels [0, 1, 2]."""
     weights, biases, hidden, sampled_values = tf_generate_test_data(np.random.RandomState(0))
-    return np.array([[0], [1], [2]]), weights, biases, hidden, sampled_values
+    return weights, biases, np.array([[0], [1], [2]]), hidden, sampled_values
 
 
 def tf1_logits_case(num_true: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
@@ -255,4 +256,4 @@ def tf1_logits_case(num_true: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     weights, biases, hidden, sampled_values = tf_generate_test_data(rng)
     for t in range(1, num_true + 1):
         labels = rng.randint(0, TF_NUM_CLASSES, size=TF_BATCH * t)
-    return labels.reshape(TF_BATCH, num_true), weights, biases, hidden, sampled_values
+    return weights, biases, labels.reshape(TF_BATCH, num_true), hidden, sampled_values

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import reference as ref
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference as ref
 import torchnce
 
 # TF's candidate_sampler_ops_test constants (§8.2).
@@ -40,7 +40,9 @@ def test_accidental_hits_all_sampler():
     indices, ids, weights = torchnce.compute_accidental_hits(torch.tensor(TRUE_LABELS), sampled, 2)
     assert indices.dim() == ids.dim() == weights.dim() == 1
     assert len(indices) == len(ids) == len(weights) == 6  # every one of the 6 labels is in [0, 5)
-    for index, position, weight in zip(indices.tolist(), ids.tolist(), weights.tolist(), strict=True):
+    for index, position, weight in zip(
+        indices.tolist(), ids.tolist(), weights.tolist(), strict=True
+    ):
         assert position in TRUE_LABELS[index]
         assert weight < -1e37
 
@@ -104,15 +106,31 @@ def test_hit_masking_rule(num_true, batch, num_classes, data):
     # (x - FLT_MAX rounds to -FLT_MAX in float32 for moderate x, and so does a further - log q);
     # every other sampled logit and every true logit is unchanged.
     ids = st.integers(0, num_classes - 1)
-    labels = data.draw(st.lists(st.lists(ids, min_size=num_true, max_size=num_true),
-                                min_size=batch, max_size=batch))
+    labels = data.draw(
+        st.lists(
+            st.lists(ids, min_size=num_true, max_size=num_true), min_size=batch, max_size=batch
+        )
+    )
     sampled = data.draw(st.lists(ids, min_size=1, max_size=6))
     gen = torch.Generator().manual_seed(len(sampled) * 100 + num_classes)
     weights = torch.randn(num_classes, 3, generator=gen)
     biases = torch.randn(num_classes, generator=gen)
     inputs = torch.randn(batch, 3, generator=gen)
-    counts = (torch.tensor(sampled), torch.full((batch, num_true), 0.5), torch.full((len(sampled),), 0.25))
-    args = (weights, biases, torch.tensor(labels), inputs, len(sampled), num_classes, num_true, counts)
+    counts = (
+        torch.tensor(sampled),
+        torch.full((batch, num_true), 0.5),
+        torch.full((len(sampled),), 0.25),
+    )
+    args = (
+        weights,
+        biases,
+        torch.tensor(labels),
+        inputs,
+        len(sampled),
+        num_classes,
+        num_true,
+        counts,
+    )
     masked, _ = torchnce.compute_sampled_logits(*args, remove_accidental_hits=True)
     plain, _ = torchnce.compute_sampled_logits(*args, remove_accidental_hits=False)
     hit = torch.zeros(batch, len(sampled), dtype=torch.bool)

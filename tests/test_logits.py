@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference as ref
 import torch
 
+import reference as ref
 import torchnce
 
 C, B = ref.TF_NUM_CLASSES, ref.TF_BATCH
@@ -42,8 +42,14 @@ def check(got, case, *, strategy="mod", subtract_log_q, remove_accidental_hits=F
     """Compare ``(logits, labels)`` with the oracle run on ``case``."""
     weights, biases, labels, hidden, sampled_values = case
     exp_logits, exp_labels = ref.sampled_logits(
-        weights, biases, labels, hidden, sampled_values, S,
-        subtract_log_q=subtract_log_q, remove_accidental_hits=remove_accidental_hits,
+        weights,
+        biases,
+        labels,
+        hidden,
+        sampled_values,
+        S,
+        subtract_log_q=subtract_log_q,
+        remove_accidental_hits=remove_accidental_hits,
         partition_strategy=strategy,
     )
     logits, out_labels = got
@@ -78,14 +84,23 @@ def test_accidental_hit_removal(num_true):
     case = ref.tf2_logits_case(num_true)
     w, b, labels, x, sv = as_torch(*case)
     got = torchnce.compute_sampled_logits(
-        w, b, labels, x, S, C, num_true, sv,
-        subtract_log_q=False, remove_accidental_hits=True, partition_strategy="div",
+        w,
+        b,
+        labels,
+        x,
+        S,
+        C,
+        num_true,
+        sv,
+        subtract_log_q=False,
+        remove_accidental_hits=True,
+        partition_strategy="div",
     )
     # TF's own check: exp(logit) of every accidental hit is within 1e-3 of 0 ...
     logits = got[0]
     for row in range(B):
         for col, sampled_id in enumerate(ref.TF_SAMPLED):
-            if sampled_id in case[0][row]:
+            if sampled_id in case[2][row]:
                 assert abs(torch.exp(logits[row, num_true + col]).item()) <= 1e-3
     # ... and ours: every value equals the oracle (hits are -FLT_MAX exactly).
     check(got, case, strategy="div", subtract_log_q=False, remove_accidental_hits=True)
@@ -107,9 +122,16 @@ def test_sharded(num_true):
     case = ref.tf2_logits_case(num_true)
     weights, biases, labels, hidden, sv = case
     got = torchnce.compute_sampled_logits(
-        tf_div_shards(weights), tf_div_shards(biases), torch.from_numpy(labels),
-        torch.from_numpy(hidden), S, C, num_true, sv,
-        subtract_log_q=False, partition_strategy="div",
+        tf_div_shards(weights),
+        tf_div_shards(biases),
+        torch.from_numpy(labels),
+        torch.from_numpy(hidden),
+        S,
+        C,
+        num_true,
+        sv,
+        subtract_log_q=False,
+        partition_strategy="div",
     )
     check(got, case, strategy="div", subtract_log_q=False)
 
@@ -122,9 +144,16 @@ def test_tf1_shapes_with_hit_removal(num_true):
     weights, biases, labels, hidden, (sampled, _, _) = ref.tf1_logits_case(num_true)
     ones = (sampled, np.ones([B, 1], dtype=np.float32), np.ones([S], dtype=np.float32))
     logits, out_labels = torchnce.compute_sampled_logits(
-        torch.from_numpy(weights), torch.from_numpy(biases), torch.from_numpy(labels),
-        torch.from_numpy(hidden), S, C, num_true, ones,
-        subtract_log_q=False, remove_accidental_hits=True,
+        torch.from_numpy(weights),
+        torch.from_numpy(biases),
+        torch.from_numpy(labels),
+        torch.from_numpy(hidden),
+        S,
+        C,
+        num_true,
+        ones,
+        subtract_log_q=False,
+        remove_accidental_hits=True,
     )
     assert logits.shape == out_labels.shape == (B, num_true + S)
 
@@ -140,9 +169,16 @@ def test_tf1_values(num_true, subtract_log_q, remove_accidental_hits, sharded):
     weights, biases, labels, hidden, sv = case
     w = tf_mod_shards(weights) if sharded else torch.from_numpy(weights)
     got = torchnce.compute_sampled_logits(
-        w, torch.from_numpy(biases), torch.from_numpy(labels), torch.from_numpy(hidden),
-        S, C, num_true, sv,
-        subtract_log_q=subtract_log_q, remove_accidental_hits=remove_accidental_hits,
+        w,
+        torch.from_numpy(biases),
+        torch.from_numpy(labels),
+        torch.from_numpy(hidden),
+        S,
+        C,
+        num_true,
+        sv,
+        subtract_log_q=subtract_log_q,
+        remove_accidental_hits=remove_accidental_hits,
     )
     check(got, case, subtract_log_q=subtract_log_q, remove_accidental_hits=remove_accidental_hits)
 
@@ -190,13 +226,27 @@ def test_random_sharded_float64(num_true, strategy, num_shards, remove_accidenta
     b = [torch.from_numpy(s) for s in split(biases, num_shards)]
     sv = (torch.from_numpy(sampled), torch.from_numpy(tc), torch.from_numpy(sc))
     got = torchnce.compute_sampled_logits(
-        w, b, torch.from_numpy(labels), torch.from_numpy(inputs), len(sampled), 11, num_true, sv,
-        remove_accidental_hits=remove_accidental_hits, partition_strategy=strategy,
+        w,
+        b,
+        torch.from_numpy(labels),
+        torch.from_numpy(inputs),
+        len(sampled),
+        11,
+        num_true,
+        sv,
+        remove_accidental_hits=remove_accidental_hits,
+        partition_strategy=strategy,
     )
     assert got[0].dtype == torch.float64
     exp_logits, exp_labels = ref.sampled_logits(
-        w, b, labels, inputs, sv, len(sampled),
-        remove_accidental_hits=remove_accidental_hits, partition_strategy=strategy,
+        w,
+        b,
+        labels,
+        inputs,
+        sv,
+        len(sampled),
+        remove_accidental_hits=remove_accidental_hits,
+        partition_strategy=strategy,
     )
     torch.testing.assert_close(got[0], torch.from_numpy(exp_logits))
     torch.testing.assert_close(got[1], torch.from_numpy(exp_labels))
@@ -207,8 +257,15 @@ def test_sampled_values_as_lists_and_arrays():
     # becomes float32 first) gives the same logits as the float64 arrays.
     weights, biases, labels, inputs, (sampled, _, _) = random_case(2)
     tc, sc = np.full((3, 2), 0.5), np.array([0.25, 0.5, 0.75, 1.0, 0.125])
-    args = (torch.from_numpy(weights), torch.from_numpy(biases), torch.from_numpy(labels),
-            torch.from_numpy(inputs), len(sampled), 11, 2)
+    args = (
+        torch.from_numpy(weights),
+        torch.from_numpy(biases),
+        torch.from_numpy(labels),
+        torch.from_numpy(inputs),
+        len(sampled),
+        11,
+        2,
+    )
     as_tensors = (torch.from_numpy(sampled), torch.from_numpy(tc), torch.from_numpy(sc))
     expected = torchnce.compute_sampled_logits(*args, as_tensors)
     for sv in [(sampled.tolist(), tc.tolist(), sc.tolist()), (sampled, tc, sc), [sampled, tc, sc]]:
@@ -222,8 +279,14 @@ def test_sampled_values_as_named_tuple():
         torch.from_numpy(sampled), torch.from_numpy(tc), torch.from_numpy(sc)
     )
     got = torchnce.compute_sampled_logits(
-        torch.from_numpy(weights), torch.from_numpy(biases), torch.from_numpy(labels),
-        torch.from_numpy(inputs), len(sampled), 11, 1, sv,
+        torch.from_numpy(weights),
+        torch.from_numpy(biases),
+        torch.from_numpy(labels),
+        torch.from_numpy(inputs),
+        len(sampled),
+        11,
+        1,
+        sv,
     )
     exp_logits, _ = ref.sampled_logits(weights, biases, labels, inputs, sv, len(sampled))
     torch.testing.assert_close(got[0], torch.from_numpy(exp_logits))
@@ -238,23 +301,39 @@ def test_expected_counts_are_cast(count_dtype, dtype):
     tc = torch.full((3, 2), 0.5, dtype=count_dtype)
     sc = torch.full((len(sampled),), 0.25, dtype=count_dtype)
     logits, _ = torchnce.compute_sampled_logits(
-        torch.from_numpy(weights).to(dtype), torch.from_numpy(biases).to(dtype),
-        torch.from_numpy(labels), torch.from_numpy(inputs).to(dtype), len(sampled), 11, 2,
+        torch.from_numpy(weights).to(dtype),
+        torch.from_numpy(biases).to(dtype),
+        torch.from_numpy(labels),
+        torch.from_numpy(inputs).to(dtype),
+        len(sampled),
+        11,
+        2,
         (torch.from_numpy(sampled), tc, sc),
     )
     assert logits.dtype == dtype
     exp_logits, _ = ref.sampled_logits(
-        torch.from_numpy(weights).to(dtype), torch.from_numpy(biases).to(dtype), labels,
-        torch.from_numpy(inputs).to(dtype), (sampled, tc, sc), len(sampled),
+        torch.from_numpy(weights).to(dtype),
+        torch.from_numpy(biases).to(dtype),
+        labels,
+        torch.from_numpy(inputs).to(dtype),
+        (sampled, tc, sc),
+        len(sampled),
     )
     torch.testing.assert_close(logits, ref.expected_like(exp_logits, logits))
 
 
 def test_true_expected_count_broadcasts_from_b_by_1():
     # TF's tests pass true counts of shape [B, 1]; the sampler returns [B, T]: both work.
-    weights, biases, labels, inputs, (sampled, tc, sc) = random_case(3)
-    args = (torch.from_numpy(weights), torch.from_numpy(biases), torch.from_numpy(labels),
-            torch.from_numpy(inputs), len(sampled), 11, 3)
+    weights, biases, labels, inputs, (sampled, _, sc) = random_case(3)
+    args = (
+        torch.from_numpy(weights),
+        torch.from_numpy(biases),
+        torch.from_numpy(labels),
+        torch.from_numpy(inputs),
+        len(sampled),
+        11,
+        3,
+    )
     narrow = torch.full((3, 1), 0.5, dtype=torch.float64)
     wide = narrow.expand(3, 3).clone()
     a = torchnce.compute_sampled_logits(*args, (sampled, narrow, sc))
@@ -277,10 +356,19 @@ def test_label_dtypes_and_rank_1_labels(label_dtype):
 
 def test_name_is_ignored():
     weights, biases, labels, inputs, sv = random_case(1)
-    args = (torch.from_numpy(weights), torch.from_numpy(biases), torch.from_numpy(labels),
-            torch.from_numpy(inputs), len(sv[0]), 11, 1, sv)
+    args = (
+        torch.from_numpy(weights),
+        torch.from_numpy(biases),
+        torch.from_numpy(labels),
+        torch.from_numpy(inputs),
+        len(sv[0]),
+        11,
+        1,
+        sv,
+    )
     torch.testing.assert_close(
-        torchnce.compute_sampled_logits(*args, name="logits"), torchnce.compute_sampled_logits(*args)
+        torchnce.compute_sampled_logits(*args, name="logits"),
+        torchnce.compute_sampled_logits(*args),
     )
 
 
@@ -290,8 +378,14 @@ def test_no_gradient_reaches_sampled_values():
     sc_t = torch.from_numpy(sc).requires_grad_()
     x = torch.from_numpy(inputs).requires_grad_()
     logits, out_labels = torchnce.compute_sampled_logits(
-        torch.from_numpy(weights), torch.from_numpy(biases), torch.from_numpy(labels), x,
-        len(sampled), 11, 2, (torch.from_numpy(sampled), tc_t, sc_t),
+        torch.from_numpy(weights),
+        torch.from_numpy(biases),
+        torch.from_numpy(labels),
+        x,
+        len(sampled),
+        11,
+        2,
+        (torch.from_numpy(sampled), tc_t, sc_t),
     )
     assert not out_labels.requires_grad
     logits.sum().backward()
@@ -316,9 +410,17 @@ def test_gradcheck(num_shards, strategy, remove_accidental_hits, subtract_log_q)
 
     def fn(x, *params):
         logits, _ = torchnce.compute_sampled_logits(
-            list(params[:num_shards]), list(params[num_shards:]), labels_t, x, len(sampled), 7,
-            2, sv, subtract_log_q=subtract_log_q,
-            remove_accidental_hits=remove_accidental_hits, partition_strategy=strategy,
+            list(params[:num_shards]),
+            list(params[num_shards:]),
+            labels_t,
+            x,
+            len(sampled),
+            7,
+            2,
+            sv,
+            subtract_log_q=subtract_log_q,
+            remove_accidental_hits=remove_accidental_hits,
+            partition_strategy=strategy,
         )
         return logits
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference as ref
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference as ref
 import torchnce
 
 
@@ -122,9 +122,10 @@ def test_higher_rank(params_shape, ids_shape, procs):
 def test_higher_rank_max_norm(params_shape, ids_shape, procs):
     # testHigherRankMaxNorm: params 2·ones, max_norm 1 clips every element to params/‖·‖ over
     # its embedding axes (rank 0, 1 or 2); the sharded result equals the unsharded one exactly.
-    params = 2 * torch.ones(params_shape, dtype=torch.float64)
-    axes = tuple(range(1, params.dim()))
-    params_norm = params / params.square().sum(dim=axes, keepdim=True).sqrt()
+    params = 2 * np.ones(params_shape)
+    axes = tuple(range(1, params.ndim))  # numpy, not torch: torch's sum(dim=()) sums everything
+    params_norm = torch.from_numpy(params / np.sqrt(np.sum(params**2, axis=axes, keepdims=True)))
+    params = torch.from_numpy(params)
     ids = torch.from_numpy(np.random.RandomState(8).randint(params_shape[0], size=ids_shape))
     simple = torchnce.embedding_lookup(params, ids, max_norm=1.0)
     assert simple.shape == ids.shape + params.shape[1:]

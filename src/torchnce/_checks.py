@@ -37,36 +37,36 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return str(value)
 
 
+def _to_tensor(name: str, value: Any, what: str, device: torch.device | None) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(value, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}") from err
+
+
 def as_int_tensor(name: str, value: Any, *, device: torch.device | None = None) -> torch.Tensor:
     """Convert ``value`` (tensor, list, numpy array) to an int64 tensor of class ids."""
-    if not isinstance(value, torch.Tensor):
-        try:
-            value = torch.as_tensor(value, device=device)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(
-                f"{name} must be an integer tensor of class ids, got {type(value).__name__}"
-            ) from err
-    if value.dtype not in _INT_DTYPES:
+    tensor = _to_tensor(name, value, "an integer tensor of class ids", device)
+    if tensor.dtype not in _INT_DTYPES:
         raise TypeError(
-            f"{name} must be an integer tensor of class ids, got {value.dtype}; use {name}.long()"
+            f"{name} must be an integer tensor of class ids, got {tensor.dtype}; use {name}.long()"
         )
-    return value.long()
+    return tensor.long()
 
 
 def as_float_tensor(name: str, value: Any, *, device: torch.device | None = None) -> torch.Tensor:
-    """Convert ``value`` (tensor, list, numpy array) to a floating tensor, keeping its dtype."""
-    if not isinstance(value, torch.Tensor):
-        try:
-            value = torch.as_tensor(value, device=device)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(
-                f"{name} must be a floating tensor, got {type(value).__name__}"
-            ) from err
-        if not value.is_floating_point():
-            value = value.float()
-    if not value.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got {value.dtype}")
-    return value
+    """Convert ``value`` (tensor, list, numpy array) to a floating tensor, keeping its dtype.
+
+    Python and numpy integers become float32; an integer *tensor* is rejected.
+    """
+    tensor = _to_tensor(name, value, "a floating tensor", device)
+    if not isinstance(value, torch.Tensor) and not tensor.is_floating_point():
+        tensor = tensor.float()
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {tensor.dtype}")
+    return tensor
 
 
 def check_ids_in_range(name: str, ids: torch.Tensor, upper: int) -> None:
@@ -83,3 +83,12 @@ def check_ids_in_range(name: str, ids: torch.Tensor, upper: int) -> None:
         raise ValueError(
             f"{name} must hold ids in [0, {upper}), got {bad} (out of range [0, {upper}))"
         )
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a ``bool`` (a one-element bool tensor is accepted too)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype == torch.bool:
+        value = bool(value.item())
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value

@@ -119,7 +119,7 @@ def fused_sampled_loss(problem: Problem, kind: Kind) -> torch.Tensor:
     bias, b_ids = None, None
     if problem.biases is not None:
         bias, b_ids = _table_input(problem, problem.biases, ids)
-    loss: torch.Tensor = _FusedSampledLoss.apply(
+    loss: torch.Tensor = _FusedSampledLoss.apply(  # type: ignore[no-untyped-call]
         problem.inputs, weight, bias, w_ids, b_ids, log_q_of(problem), problem.hits,
         targets_of(problem), problem.labels.shape[1], kind, problem.sparse_grad,
     )

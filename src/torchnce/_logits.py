@@ -77,9 +77,10 @@ def logits_of(problem: Problem, *, subtract_log_q: bool) -> torch.Tensor:
 def targets_of(problem: Problem) -> torch.Tensor:
     """``[B, T + S]`` targets: ``1/T`` for each true column, 0 for each sampled one."""
     batch, num_true = problem.labels.shape
-    like = {"dtype": problem.inputs.dtype, "device": problem.inputs.device}
-    true = torch.full((batch, num_true), 1.0 / num_true, **like)  # type: ignore[arg-type]
-    return torch.cat([true, torch.zeros(batch, problem.sampled.numel(), **like)], dim=1)  # type: ignore[arg-type]
+    dtype, device = problem.inputs.dtype, problem.inputs.device
+    true = torch.full((batch, num_true), 1.0 / num_true, dtype=dtype, device=device)
+    sampled = torch.zeros(batch, problem.sampled.numel(), dtype=dtype, device=device)
+    return torch.cat([true, sampled], dim=1)
 
 
 def compute_sampled_logits(

@@ -1,4 +1,4 @@
-"""Sharded row lookup: ``embedding_lookup`` with TensorFlow's "mod" and "div" partition strategies."""
+"""Sharded row lookup: ``embedding_lookup`` with TensorFlow's "mod" and "div" strategies."""
 
 from __future__ import annotations
 
@@ -101,7 +101,9 @@ class _SparseGather(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (ids,) = ctx.saved_tensors
-        sparse = torch.sparse_coo_tensor(ids.unsqueeze(0), grad, ctx.params_shape, check_invariants=False)
+        sparse = torch.sparse_coo_tensor(
+            ids.unsqueeze(0), grad, ctx.params_shape, check_invariants=False
+        )
         return sparse, None
 
 
@@ -111,7 +113,7 @@ def gather_rows(params: torch.Tensor, ids: torch.Tensor, *, sparse_grad: bool) -
         return params.index_select(0, ids)
     if params.dim() == 2:
         return torch.nn.functional.embedding(ids, params, sparse=True)
-    out: torch.Tensor = _SparseGather.apply(params, ids)
+    out: torch.Tensor = _SparseGather.apply(params, ids)  # type: ignore[no-untyped-call]
     return out
 
 
@@ -129,7 +131,7 @@ def lookup(
     shard, row = route(flat_ids, num_rows, len(shards), partition_strategy)
     order = torch.argsort(shard, stable=True)
     counts = torch.bincount(shard, minlength=len(shards)).tolist()
-    rows_in_order = row[order].split(counts)
+    rows_in_order = torch.split(row[order], counts)
     parts = [
         gather_rows(s, r, sparse_grad=sparse_grad)
         for s, r in zip(shards, rows_in_order, strict=True)
@@ -142,9 +144,7 @@ def lookup(
 def clip_rows(rows: torch.Tensor, max_norm: float, id_rank: int) -> torch.Tensor:
     """TensorFlow's ``_clip``: ``e·c / max(‖e‖, c)`` over the embedding axes."""
     axes = tuple(range(id_rank, rows.dim()))
-    if not axes:
-        return rows
-    l2sum = rows.square().sum(dim=axes, keepdim=True)
+    l2sum = rows.square().sum(dim=axes, keepdim=True) if axes else rows.square()
     norm = torch.where(l2sum > 0, l2sum.clamp_min(torch.finfo(rows.dtype).tiny).sqrt(), 0.0)
     return rows * max_norm / torch.clamp_min(norm, max_norm)
 
@@ -169,7 +169,7 @@ def embedding_lookup(
         p = \\begin{cases} \\lfloor i / (\\lfloor N/P \\rfloor + 1) \\rfloor & i < t \\\\
         N \\bmod P + \\lfloor (i - t) / \\lfloor N/P \\rfloor \\rfloor & i \\ge t \\end{cases}
 
-    With ``max_norm`` = c each looked-up embedding e becomes :math:`e\\,c / \\max(\\lVert e\\rVert, c)`.
+    With ``max_norm`` = c each embedding e becomes :math:`e c / \\max(\\lVert e\\rVert, c)`.
 
     Args:
         params: a tensor ``[N, ...]`` or a Python list of shards in the canonical layout of
@@ -207,5 +207,5 @@ def embedding_lookup(
         raise ValueError(f"max_norm must be a positive number or None, got {max_norm}")
     check_ids_in_range("ids", ids, num_rows)
     rows = lookup(shards, ids.reshape(-1), num_rows, partition_strategy, sparse_grad=sparse_grad)
-    rows = rows.reshape(*ids.shape, *shards[0].shape[1:])
+    rows = rows.reshape(ids.shape + shards[0].shape[1:])
     return rows if max_norm is None else clip_rows(rows, float(max_norm), ids.dim())

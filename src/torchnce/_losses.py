@@ -10,6 +10,7 @@ from torchnce._fused import fused_sampled_loss
 from torchnce._lookup import PartitionStrategy
 from torchnce._problem import prepare
 
+
 def nce_loss(
     weights: torch.Tensor | list[torch.Tensor],
     biases: torch.Tensor | list[torch.Tensor] | None,

@@ -84,15 +84,15 @@ def _check_table(
 
 
 def _check_labels(labels: Any, num_true: int, inputs: torch.Tensor) -> torch.Tensor:
-    labels = as_int_tensor("labels", labels, device=inputs.device)
-    if labels.dim() == 1 and num_true == 1:
-        labels = labels.unsqueeze(1)
-    if labels.dim() != 2 or labels.shape != (inputs.shape[0], num_true):
+    ids = as_int_tensor("labels", labels, device=inputs.device)
+    if ids.dim() == 1 and num_true == 1:
+        ids = ids.unsqueeze(1)
+    if ids.dim() != 2 or ids.shape != (inputs.shape[0], num_true):
         raise ValueError(
             f"labels must have shape [batch_size={inputs.shape[0]}, num_true={num_true}], "
-            f"got {tuple(labels.shape)}"
+            f"got {tuple(ids.shape)}"
         )
-    return labels.to(inputs.device)
+    return ids.to(inputs.device)
 
 
 def _check_sampled_values(
@@ -122,10 +122,7 @@ def _check_sampled_values(
 def _broadcastable(count: torch.Tensor, shape: torch.Size) -> bool:
     if count.dim() > len(shape):
         return False
-    try:
-        return torch.broadcast_shapes(count.shape, shape) == shape
-    except RuntimeError:
-        return False
+    return all(c in (1, s) for c, s in zip(reversed(count.shape), reversed(shape), strict=False))
 
 
 def prepare(
