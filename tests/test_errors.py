@@ -359,3 +359,25 @@ def test_numpy_sampled_values_with_bad_shape():
     sv = (np.array([[1, 3, 4]]), np.full((B, T), 0.5), np.full((S,), 0.5))
     with pytest.raises(ValueError, match=r"^sampled_values must"):
         call("nce_loss", sampled_values=sv)
+
+
+@fn_names
+@pytest.mark.parametrize(
+    ("strategy", "sizes"),
+    [("div", [2, 4]), ("mod", [2, 4]), ("div", [2, 2, 2, 0]), ("mod", [1, 2, 3])],
+)
+def test_shards_off_the_canonical_layout(fn_name, strategy, sizes):
+    # 6 rows over P shards must be split [ceil(6/P) ...] ("div") or ceil((6 - p)/P) ("mod");
+    # TF silently mis-addresses rows or fails inside the gather here.
+    weights = [torch.randn(n, D) for n in sizes]
+    biases = [torch.randn(n) for n in sizes]
+    with pytest.raises(ValueError, match=r"^weights must"):
+        call(fn_name, weights=weights, biases=biases, partition_strategy=strategy)
+
+
+@pytest.mark.parametrize("strategy", ["div", "mod"])
+def test_embedding_lookup_shards_off_the_canonical_layout(strategy):
+    with pytest.raises(ValueError, match=r"^params must"):
+        torchnce.embedding_lookup(
+            [torch.randn(2, 2), torch.randn(4, 2)], torch.tensor([5]), partition_strategy=strategy
+        )

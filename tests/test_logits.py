@@ -440,3 +440,67 @@ def test_gradcheck_unsharded_tensors():
         )[0]
 
     assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_sparse_grad(num_shards):
+    # sparse_grad=True: COO weight and bias gradients equal to the dense ones once densified.
+    weights, biases, labels, inputs, sv = random_case(2, num_classes=30)
+    grads = {}
+    for sparse in (True, False):
+        w = [
+            torch.from_numpy(s.copy()).requires_grad_() for s in ref.split_div(weights, num_shards)
+        ]
+        b = [torch.from_numpy(s.copy()).requires_grad_() for s in ref.split_div(biases, num_shards)]
+        logits, _ = torchnce.compute_sampled_logits(
+            w,
+            b,
+            torch.from_numpy(labels),
+            torch.from_numpy(inputs),
+            5,
+            30,
+            2,
+            sv,
+            remove_accidental_hits=True,
+            partition_strategy="div",
+            sparse_grad=sparse,
+        )
+        (logits * torch.linspace(-1, 1, logits.numel()).reshape(logits.shape)).sum().backward()
+        grads[sparse] = [p.grad for p in (*w, *b)]
+    for sparse_grad, dense_grad in zip(grads[True], grads[False], strict=True):
+        assert sparse_grad.layout == torch.sparse_coo
+        torch.testing.assert_close(sparse_grad.to_dense(), dense_grad)
+
+
+def test_mixed_parameter_dtypes_are_cast_to_inputs_dtype():
+    # §2 steps 6 and 9: looked-up weights and biases are cast to inputs' dtype; gradients come
+    # back in each parameter's own dtype. Values are float16-exact (multiples of 1/8 below 4),
+    # so the float64 oracle sees the same numbers.
+    weights, biases, labels, inputs, sv = random_case(2)
+    weights, biases = np.round(weights * 8) / 8, np.round(biases * 8) / 8
+    w = torch.from_numpy(weights).float().requires_grad_()
+    b = torch.from_numpy(biases).half().requires_grad_()
+    x = torch.from_numpy(inputs).requires_grad_()
+    logits, _ = torchnce.compute_sampled_logits(w, b, torch.from_numpy(labels), x, 5, 11, 2, sv)
+    assert logits.dtype == torch.float64
+    exp_logits, _ = ref.sampled_logits(weights, biases, labels, inputs, sv, 5)
+    torch.testing.assert_close(logits, torch.from_numpy(exp_logits))
+    logits.sum().backward()
+    assert (w.grad.dtype, b.grad.dtype, x.grad.dtype) == (
+        torch.float32,
+        torch.float16,
+        torch.float64,
+    )
+
+
+def test_non_contiguous_inputs_and_weights():
+    weights, biases, labels, inputs, sv = random_case(2)
+    wide_w = torch.from_numpy(np.repeat(weights, 2, axis=1))  # every column twice
+    wide_x = torch.from_numpy(np.repeat(inputs, 2, axis=1))
+    w, x = wide_w[:, ::2], wide_x[:, ::2]
+    assert not w.is_contiguous() and not x.is_contiguous()
+    logits, _ = torchnce.compute_sampled_logits(
+        w, torch.from_numpy(biases), torch.from_numpy(labels), x, 5, 11, 2, sv
+    )
+    exp_logits, _ = ref.sampled_logits(weights, biases, labels, inputs, sv, 5)
+    torch.testing.assert_close(logits, torch.from_numpy(exp_logits))

@@ -224,3 +224,20 @@ def test_div_formula_matches_contiguous_layout(num_rows, num_shards):
         assert ref.split_div(rows, num_shards)[p][r] == i
         p, r = ref.mod_shard_and_row(i, num_shards)
         assert ref.split_mod(rows, num_shards)[p][r] == i
+
+
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_scalar_ids_into_rank_1_params(num_shards):
+    # ids of rank 0 and params of rank 1: the result is a scalar (TF: lookup(arange(12.), 3) = 3).
+    params = mod_split(torch.arange(12.0), num_shards)
+    got = torchnce.embedding_lookup(params, torch.tensor(3))
+    assert got.shape == ()
+    assert got.item() == 3.0
+
+
+@pytest.mark.parametrize("id_shape", [(0,), (0, 2)])
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_empty_ids(id_shape, num_shards):
+    params = mod_split(torch.randn(6, 3), num_shards)
+    got = torchnce.embedding_lookup(params, torch.zeros(id_shape, dtype=torch.int64))
+    assert got.shape == (*id_shape, 3)

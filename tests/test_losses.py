@@ -517,3 +517,91 @@ def test_float64_end_to_end_with_default_sampler(loss):
     got.sum().backward()
     assert all(p.grad.dtype == torch.float64 for p in (w, b, x))
     assert all(torch.isfinite(p.grad).all() for p in (w, b, x))
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
+@pytest.mark.parametrize("remove_accidental_hits", [False, True])
+def test_large_logits_are_stable(loss, remove_accidental_hits):
+    # Logits of a few hundred (inputs and weights scaled by 8): a naive log(1 + exp(x)) or an
+    # unshifted softmax overflows; the oracle uses TF's stable forms.
+    weights, biases, labels, inputs, sv = random_case(2, scale=8.0)
+    got = LOSSES[loss](
+        torch.from_numpy(weights),
+        torch.from_numpy(biases),
+        torch.from_numpy(labels),
+        torch.from_numpy(inputs),
+        5,
+        11,
+        2,
+        sv,
+        remove_accidental_hits=remove_accidental_hits,
+    )
+    assert torch.isfinite(got).all()
+    expected = oracle(
+        loss, weights, biases, labels, inputs, sv, 5, remove_accidental_hits=remove_accidental_hits
+    )
+    torch.testing.assert_close(got, torch.from_numpy(expected))
+
+
+def loss_and_grads(loss, dtype, remove_accidental_hits, num_shards=2):
+    """Loss and (inputs, weight shards, bias shards) gradients, computed in ``dtype``."""
+    weights, biases, labels, inputs, (sampled, tc, sc) = random_case(2, scale=0.5)
+    w = [s.to(dtype).requires_grad_() for s in shards(weights, num_shards, "mod")]
+    b = [s.to(dtype).requires_grad_() for s in shards(biases, num_shards, "mod")]
+    x = torch.from_numpy(inputs).to(dtype).requires_grad_()
+    sv = (torch.from_numpy(sampled), torch.from_numpy(tc), torch.from_numpy(sc))
+    out = LOSSES[loss](
+        w,
+        b,
+        torch.from_numpy(labels),
+        x,
+        5,
+        11,
+        2,
+        sv,
+        remove_accidental_hits=remove_accidental_hits,
+    )
+    out.sum().backward()
+    return out, [p.grad for p in (x, *w, *b)]
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("remove_accidental_hits", [False, True])
+def test_gradients_match_float64(loss, dtype, remove_accidental_hits):
+    # float64 gradients are gradchecked above; lower precisions must agree with them (not just
+    # be finite), at the per-dtype tolerance of half_tolerance.
+    ref_out, ref_grads = loss_and_grads(loss, torch.float64, remove_accidental_hits)
+    out, grads = loss_and_grads(loss, dtype, remove_accidental_hits)
+    torch.testing.assert_close(out, ref_out.to(dtype), **half_tolerance(dtype))
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert g.dtype == dtype
+        torch.testing.assert_close(g, r.to(dtype), **half_tolerance(dtype))
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
+def test_empty_batch(loss):
+    # TF returns a loss of shape (0,) for a batch of 0 examples (checked on TF 2.21).
+    sv = (torch.tensor([1, 3, 4]), torch.full((0, 2), 0.5), torch.full((3,), 0.5))
+    got = LOSSES[loss](
+        torch.randn(6, 3),
+        torch.randn(6),
+        torch.zeros(0, 2, dtype=torch.int64),
+        torch.zeros(0, 3),
+        3,
+        6,
+        2,
+        sv,
+    )
+    assert got.shape == (0,)
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
+def test_biases_none_means_zero_biases(loss):
+    # A PyTorch extension (documented in compute_sampled_logits): no bias at all.
+    weights, _, labels, inputs, sv = random_case(2)
+    args = (torch.from_numpy(labels), torch.from_numpy(inputs), 5, 11, 2, sv)
+    w = torch.from_numpy(weights)
+    torch.testing.assert_close(
+        LOSSES[loss](w, None, *args), LOSSES[loss](w, torch.zeros(11, dtype=torch.float64), *args)
+    )

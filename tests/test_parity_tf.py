@@ -122,26 +122,40 @@ def make_case(seed: int, num_true: int, num_shards: int, *, unique: bool = True)
     labels = np.where(rng.random((batch, num_true)) < 0.5, narrow, wide).astype(np.int64)
     for attempt in range(50):
         op_seed = seed % 10**6 * 100 + attempt + 1
-        sampled, true_q, sampled_q = _tf_sample(labels, num_sampled, unique, num_classes, op_seed)
+        sampled, expected_all, sampled_q = _tf_sample(num_sampled, unique, num_classes, op_seed)
         if unique or len(np.unique(sampled)) < num_sampled:
             break
     else:
         raise AssertionError("no draw with duplicate candidates")
     if not np.isin(labels, sampled).any():  # at least one accidental hit, in row 0
         labels[0, -1] = sampled[-1]
-        sampled, true_q, sampled_q = _tf_sample(labels, num_sampled, unique, num_classes, op_seed)
+    true_q = expected_all[labels]  # what the sampler returns for these labels, bit for bit
     out_grad = rng.standard_normal((batch, num_true + num_sampled)).astype(np.float32)
     return Case(weights, biases, inputs, labels, sampled, true_q, sampled_q, out_grad)
 
 
+_SAMPLES: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
 def _tf_sample(
-    labels: np.ndarray, num_sampled: int, unique: bool, num_classes: int, op_seed: int
+    num_sampled: int, unique: bool, num_classes: int, op_seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """TensorFlow's log-uniform draw; the candidates depend on the seed only, not the labels."""
-    tf.random.set_seed(op_seed)  # resets the eager sampler stream: order-independent cases
-    values = tf.random.log_uniform_candidate_sampler(
-        tf.constant(labels), labels.shape[1], num_sampled, unique, num_classes, seed=op_seed)
-    return values[0].numpy(), values[1].numpy(), values[2].numpy()
+    """TensorFlow's log-uniform draw, with the expected count of *every* class.
+
+    The candidates depend on the seed, not on ``true_classes``, and a true class's expected count
+    depends only on the class and the draw's num_tries (tf-semantics.md §6.1, §6.4): so passing
+    all C classes as one row of true classes gives, in one call, the count TensorFlow returns for
+    any labels, which can then be chosen after the draw. Memoised: TensorFlow's eager kernels
+    continue their stream when called again with the same attributes, and ``tf.random.set_seed``
+    (which would reset it) flushes the kernel cache, costing ~35 ms per case.
+    """
+    key = (num_sampled, unique, num_classes, op_seed)
+    if key not in _SAMPLES:
+        every_class = tf.range(num_classes, dtype=tf.int64)[None, :]
+        values = tf.random.log_uniform_candidate_sampler(
+            every_class, num_classes, num_sampled, unique, num_classes, seed=op_seed)
+        _SAMPLES[key] = (values[0].numpy(), values[1].numpy()[0], values[2].numpy())
+    return _SAMPLES[key]
 
 
 # ------------------------------------------------------------------------------------------------

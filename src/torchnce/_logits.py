@@ -35,7 +35,7 @@ def compose_logits(
     """
     batch = inputs.shape[0]
     n_true = batch * num_true
-    true_w, sampled_w = rows[:n_true].view(batch, num_true, -1), rows[n_true:]
+    true_w, sampled_w = rows[:n_true].view(batch, num_true, rows.shape[1]), rows[n_true:]
     true_logits = (true_w * inputs.unsqueeze(1)).sum(dim=2)
     if bias_rows is None:
         sampled_logits = inputs @ sampled_w.t()
