@@ -210,7 +210,14 @@ def profile_step(step: Step, label: str) -> None:
 # Report
 
 
-def machine_info() -> str:
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def machine_info(load_at_start: str) -> str:
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -224,11 +231,15 @@ def machine_info() -> str:
             f"* torch {torch.__version__}, TensorFlow {tf.__version__}, "
             f"Python {platform.python_version()}, numpy {np.__version__}\n"
             f"* THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}\n"
+            f"* load average (1, 5, 15 min) at start: {load_at_start}; at end: {load_average()} "
+            "(anything well above 0 means other processes shared the cores: compare ratios "
+            "from one run only)\n"
             f"* date: {now}")
 
 
 def main() -> None:
     quick = ARGS.quick
+    load_at_start = load_average()
     rounds = 2 if quick else ARGS.rounds
     warmup, max_steps = (2, 3) if quick else (5, 40)
     block_s = ARGS.block_ms / 1e3
@@ -273,7 +284,7 @@ def main() -> None:
                 "sides; median ms per step over interleaved\nrounds after warm-up "
                 f"({rounds} rounds). Produced by `python benchmarks/bench_nce.py`"
                 f"{' --quick' if quick else ''}.\n\n"
-                + machine_info() + "\n\n" + "\n".join(rows) + "\n\nAll variants (median ms):\n\n"
+                + machine_info(load_at_start) + "\n\n" + "\n".join(rows) + "\n\nAll variants (median ms):\n\n"
                 + "\n".join(notes) + "\n\nFull softmax: the faster of `F.cross_entropy(inputs @ "
                 "W.T + b, labels)` and `F.linear_cross_entropy(..., batch_chunk_size=64)`, "
                 "dense SGD, smallest shape only.\n")

@@ -268,7 +268,9 @@ def assert_parity(case: Case, opts: Options) -> None:
     for name, out, exp in zip(["output", "labels"], outs, expected_outs, strict=False):
         assert out.dtype == opts.dtype, name
         torch.testing.assert_close(out, torch.from_numpy(exp), **LOSS_TOL[opts.dtype], msg=name)
-    names = ["inputs"] + [f"weights[{i}]" for i in range(len(grads) - 1)]
+    w_np, b_np, _ = _tables(case, opts)
+    names = (["inputs"] + [f"weights[{i}]" for i in range(len(w_np))]
+             + [f"biases[{i}]" for i in range(len(b_np))])
     for name, grad, exp in zip(names, grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, torch.from_numpy(exp), **GRAD_TOL[opts.dtype],
                                    msg=lambda m, n=name: f"gradient of {n}:\n{m}")
@@ -362,11 +364,12 @@ def test_sparse_grad_matches_tf(
 # float16 / bfloat16 with hit removal: TensorFlow gives NaN, torchnce must stay finite
 
 
-# Tolerance against float32 on the same (already rounded) numbers. Each logit is rounded once to
-# the half type (relative eps: 2^-11 for float16, 2^-8 for bfloat16) and |logit| <~ 3 * sqrt(D) <~ 9
-# here, so each of the <= 13 loss terms moves by <~ eps * 9 and a row sum by <~ 13 * 9 * eps:
-# ~0.06 (float16) and ~0.5 (bfloat16) in the worst case, ~sqrt(13) times less typically. Loss
-# rows are ~5-20, so rtol 1e-2 / 6e-2 with matching atol bound it with margin; gradients likewise.
+# Tolerance against TensorFlow float32 on the same (already rounded) numbers. Each logit is
+# rounded to the half type ~3 times (matmul, +bias, -log Q), unit roundoff u = 2^-11 (float16) or
+# 2^-8 (bfloat16), |logit| <~ 9 here: <~ 27u per logit, and a row's loss or gradient sums <= 13
+# such terms with factors <= 1 (sigmoid/softmax slopes): worst ~0.17 (float16) / 1.4 (bfloat16),
+# typically sqrt(13) x smaller (~0.05 / 0.4). Loss rows are ~2-20, hence rtol + atol below; the
+# observed error of a correct implementation uses about a tenth of it.
 HALF_TOL = {torch.float16: {"rtol": 1e-2, "atol": 2e-2},
             torch.bfloat16: {"rtol": 6e-2, "atol": 1.5e-1}}
 
@@ -452,3 +455,15 @@ def test_compute_accidental_hits_matches_tf(case: int) -> None:
     assert len(actual) == 3
     for got, exp in zip(actual, expected, strict=True):
         assert torch.equal(got, torch.from_numpy(exp.numpy())), (got, exp)
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_harness_expected_count_table_matches_tf_sampler(unique: bool) -> None:
+    """The premise of :func:`_tf_sample`: same seed, same candidates; counts by class only."""
+    labels = np.array([[3, 0], [17, 3], [1, 29]])
+    sampled, expected_all, sampled_q = _tf_sample(6, unique, 30, op_seed=987_654_321)
+    values = tf.random.log_uniform_candidate_sampler(
+        tf.constant(labels), 2, 6, unique, 30, seed=987_654_321)
+    np.testing.assert_array_equal(values[0].numpy(), sampled)
+    np.testing.assert_array_equal(values[1].numpy(), expected_all[labels])
+    np.testing.assert_array_equal(values[2].numpy(), sampled_q)

@@ -4,15 +4,39 @@ from torchnce._hits import compute_accidental_hits
 from torchnce._logits import compute_sampled_logits
 from torchnce._lookup import embedding_lookup
 from torchnce._losses import nce_loss, sampled_softmax_loss
-from torchnce._sampler_ops import log_uniform_candidate_sampler
+from torchnce._sampler_learned import LearnedUnigramSampler
+from torchnce._sampler_ops import (
+    all_candidate_sampler,
+    fixed_unigram_candidate_sampler,
+    learned_unigram_candidate_sampler,
+    log_uniform_candidate_sampler,
+    uniform_candidate_sampler,
+)
+from torchnce._samplers import (
+    AllCandidateSampler,
+    CandidateSampler,
+    FixedUnigramSampler,
+    LogUniformSampler,
+    UniformSampler,
+)
 from torchnce._types import SampledValues
 
 __all__ = [
+    "AllCandidateSampler",
+    "CandidateSampler",
+    "FixedUnigramSampler",
+    "LearnedUnigramSampler",
+    "LogUniformSampler",
     "SampledValues",
+    "UniformSampler",
+    "all_candidate_sampler",
     "compute_accidental_hits",
     "compute_sampled_logits",
     "embedding_lookup",
+    "fixed_unigram_candidate_sampler",
+    "learned_unigram_candidate_sampler",
     "log_uniform_candidate_sampler",
     "nce_loss",
     "sampled_softmax_loss",
+    "uniform_candidate_sampler",
 ]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from torchnce._logits import all_ids_of, compose_logits, log_q_of, targets_of
+from torchnce._logits import all_ids_of, compose_logits, log_q_of
 from torchnce._lookup import lookup
 from torchnce._problem import Problem
 
@@ -23,14 +23,26 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def row_losses(
-    logits: torch.Tensor, targets: torch.Tensor, kind: Kind
+    logits: torch.Tensor, num_true: int, kind: Kind
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row loss ``[B]`` and its gradient with respect to the logits ``[B, T + S]``."""
+    """Per-row loss ``[B]`` and its gradient ``[B, T + S]`` for targets ``1/T`` on the first T
+    columns and 0 elsewhere (the targets of :func:`targets_of`, never materialised here).
+
+    NCE: ``Σ softplus(ℓ) − Σ z ℓ`` with gradient ``σ(ℓ) − z``; sampled softmax:
+    ``logsumexp(ℓ) − Σ z ℓ`` with gradient ``softmax(ℓ) − z``. A removed hit (``ℓ = −FLT_MAX``)
+    contributes exactly 0 to both.
+    """
+    inv_t = 1.0 / num_true
+    true_part = logits[:, :num_true].sum(dim=1).mul_(inv_t)
     if kind == "nce":
-        loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(dim=1)
-        return loss, torch.sigmoid(logits) - targets
-    log_p = torch.log_softmax(logits, dim=1)
-    return -(targets * log_p).sum(dim=1), log_p.exp() - targets
+        loss = F.logsigmoid(-logits).sum(dim=1).neg_().sub_(true_part)
+        grad = torch.sigmoid(logits)
+    else:
+        lse = torch.logsumexp(logits, dim=1)
+        loss = lse - true_part
+        grad = torch.exp(logits - lse.unsqueeze(1))
+    grad[:, :num_true] -= inv_t
+    return loss, grad
 
 
 def _table_grad(
@@ -62,7 +74,6 @@ class _FusedSampledLoss(torch.autograd.Function):
         b_ids: torch.Tensor | None,
         log_q: tuple[torch.Tensor, torch.Tensor],
         hits: torch.Tensor | None,
-        targets: torch.Tensor,
         num_true: int,
         kind: Kind,
         sparse: bool,
@@ -72,7 +83,7 @@ class _FusedSampledLoss(torch.autograd.Function):
         bias_rows = None if bias is None else _gather(bias, b_ids, work)
         log_q_work = (log_q[0].to(work), log_q[1].to(work))
         logits = compose_logits(x, rows, bias_rows, log_q_work, hits, num_true)
-        loss, dlogits = row_losses(logits, targets.to(work), kind)
+        loss, dlogits = row_losses(logits, num_true, kind)
         ctx.save_for_backward(x, rows, dlogits, w_ids, b_ids, weight, bias)
         ctx.num_true, ctx.sparse = num_true, sparse
         return loss.to(inputs.dtype)
@@ -87,18 +98,24 @@ class _FusedSampledLoss(torch.autograd.Function):
         true_w, sampled_w = rows[:n_true].view(batch, num_true, dim), rows[n_true:]
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.baddbmm(
-                (g_sampled @ sampled_w).unsqueeze(1), g_true.unsqueeze(1), true_w
-            ).squeeze(1).to(grad_loss.dtype)
+            grad_x = g_sampled @ sampled_w
+            if num_true == 1:
+                grad_x.addcmul_(g_true, true_w[:, 0])
+            else:
+                grad_x.add_((g_true.unsqueeze(2) * true_w).sum(dim=1))
+            grad_x = grad_x.to(grad_loss.dtype)
         if ctx.needs_input_grad[1]:
-            grad_rows = torch.cat([
-                (g_true.unsqueeze(2) * x.unsqueeze(1)).view(n_true, dim), g_sampled.t() @ x
-            ])
+            grad_rows = torch.empty_like(rows)
+            torch.mul(g_true.unsqueeze(2), x.unsqueeze(1),
+                      out=grad_rows[:n_true].view(batch, num_true, dim))
+            torch.mm(g_sampled.t(), x, out=grad_rows[n_true:])
             grad_w = _table_grad(grad_rows, w_ids, weight, ctx.sparse)
         if ctx.needs_input_grad[2]:
-            grad_bias_rows = torch.cat([g_true.reshape(-1), g_sampled.sum(dim=0)])
+            grad_bias_rows = torch.empty(rows.shape[0], dtype=g.dtype, device=g.device)
+            grad_bias_rows[:n_true] = g_true.reshape(-1)
+            torch.sum(g_sampled, dim=0, out=grad_bias_rows[n_true:])
             grad_b = _table_grad(grad_bias_rows, b_ids, bias, ctx.sparse)
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
 
 
 def _table_input(
@@ -121,6 +138,6 @@ def fused_sampled_loss(problem: Problem, kind: Kind) -> torch.Tensor:
         bias, b_ids = _table_input(problem, problem.biases, ids)
     loss: torch.Tensor = _FusedSampledLoss.apply(  # type: ignore[no-untyped-call]
         problem.inputs, weight, bias, w_ids, b_ids, log_q_of(problem), problem.hits,
-        targets_of(problem), problem.labels.shape[1], kind, problem.sparse_grad,
+        problem.labels.shape[1], kind, problem.sparse_grad,
     )
     return loss

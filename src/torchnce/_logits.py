@@ -18,6 +18,23 @@ def masked_logit(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).min) if dtype in _LOW_PRECISION else -FLT_MAX
 
 
+def linear_logits(
+    inputs: torch.Tensor,
+    rows: torch.Tensor,
+    bias_rows: torch.Tensor | None,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``[B, N]`` logits ``inputs @ rows.T + bias_rows`` of N classes for every row (no log-Q).
+
+    ``rows`` is ``[N, D]`` and ``bias_rows`` ``[N]``, in the dtype of ``inputs``; ``out``
+    receives the result when given (a contiguous ``[B, N]`` buffer).
+    """
+    if bias_rows is None:
+        return torch.mm(inputs, rows.t(), out=out)
+    return torch.addmm(bias_rows, inputs, rows.t(), out=out)
+
+
 def compose_logits(
     inputs: torch.Tensor,
     rows: torch.Tensor,
@@ -37,11 +54,10 @@ def compose_logits(
     n_true = batch * num_true
     true_w, sampled_w = rows[:n_true].view(batch, num_true, rows.shape[1]), rows[n_true:]
     true_logits = (true_w * inputs.unsqueeze(1)).sum(dim=2)
-    if bias_rows is None:
-        sampled_logits = inputs @ sampled_w.t()
-    else:
+    if bias_rows is not None:
         true_logits = true_logits + bias_rows[:n_true].view(batch, num_true)
-        sampled_logits = torch.addmm(bias_rows[n_true:], inputs, sampled_w.t())
+    sampled_bias = None if bias_rows is None else bias_rows[n_true:]
+    sampled_logits = linear_logits(inputs, sampled_w, sampled_bias)
     if log_q is not None:
         true_logits = true_logits - log_q[0]
         sampled_logits = sampled_logits - log_q[1]

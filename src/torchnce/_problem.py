@@ -163,10 +163,11 @@ def prepare(
                 f"num_sampled must be <= num_classes={num_classes} for the default unique "
                 f"sampler, got {num_sampled} (Sampler's range is too small)"
             )
-        sampled_values = log_uniform_candidate_sampler(
+        sampled, true_count, sampled_count = log_uniform_candidate_sampler(
             labels, num_true, num_sampled, True, num_classes, seed=seed, generator=generator)
-    sampled, true_count, sampled_count = _check_sampled_values(
-        sampled_values, num_classes, labels)
+    else:
+        sampled, true_count, sampled_count = _check_sampled_values(
+            sampled_values, num_classes, labels)
     hits = None
     if remove_accidental_hits:
         if sampled.numel() != num_sampled:

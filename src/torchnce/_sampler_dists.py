@@ -11,7 +11,14 @@ import math
 
 import torch
 
-from torchnce._sampling import Draw, uniform_ints, unique_block
+from torchnce._sampling import (
+    Draw,
+    sample_values,
+    true_divide_,
+    uniform_ints,
+    unique_block,
+)
+from torchnce._types import SampledValues
 
 
 def uniform_draw(range_max: int, generator: torch.Generator | None, device: torch.device) -> Draw:
@@ -48,7 +55,7 @@ def log_uniform_draw(
 def log_uniform_probability(ids: torch.Tensor, range_max: int) -> torch.Tensor:
     """``P(k) = fl32(log((k + 2) / (k + 1)) / log1p(range_max))``, all in double."""
     k = ids.double()
-    return torch.div(k + 2.0, k + 1.0).log_().div_(math.log1p(range_max)).float()
+    return true_divide_(torch.div(k + 2.0, k + 1.0).log_(), math.log1p(range_max)).float()
 
 
 @functools.lru_cache(maxsize=256)
@@ -61,3 +68,39 @@ def log_uniform_block(range_max: int, num_sampled: int) -> int:
     count = hi - lo
     mass = torch.log((hi + 1) / (lo + 1)) / math.log1p(range_max)
     return unique_block(mass / count, count, num_sampled)
+
+
+def uniform_values(
+    true_classes: torch.Tensor,
+    num_sampled: int,
+    unique: bool,
+    range_max: int,
+    generator: torch.Generator | None,
+) -> SampledValues:
+    """The uniform sampler's draw and expected counts (validated arguments)."""
+    return sample_values(
+        true_classes,
+        num_sampled,
+        unique,
+        uniform_draw(range_max, generator, true_classes.device),
+        lambda ids: uniform_probability(ids, range_max),
+        lambda: uniform_block(range_max, num_sampled),
+    )
+
+
+def log_uniform_values(
+    true_classes: torch.Tensor,
+    num_sampled: int,
+    unique: bool,
+    range_max: int,
+    generator: torch.Generator | None,
+) -> SampledValues:
+    """The log-uniform sampler's draw and expected counts (validated arguments)."""
+    return sample_values(
+        true_classes,
+        num_sampled,
+        unique,
+        log_uniform_draw(range_max, generator, true_classes.device),
+        lambda ids: log_uniform_probability(ids, range_max),
+        lambda: log_uniform_block(range_max, num_sampled),
+    )

@@ -5,15 +5,19 @@ Everything is vectorised: a table over 10⁷ classes builds in well under two se
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from torchnce._sampling import Draw
 
 _F32_MIN_ULP = 2.0**-149
+_HARD_POWF = int(0.005 * 2**29)  # 0.005 ulp of float32: glibc's powf misrounds within ~0.0016
 
 
 def read_vocab_weights(vocab_file: str | os.PathLike[str]) -> list[float]:
@@ -69,10 +73,44 @@ def unigram_weights(
         raise ValueError(f"unigrams must be finite and >= 0, got a weight {bad}")
     reserved = len(range(shard, num_reserved_ids, num_shards))
     kept = u[(shard - reserved) % num_shards :: num_shards]
-    d = float(torch.tensor(distortion, dtype=torch.float32))
-    w = kept.double().pow_(d).float()
+    w = powf(kept, float(torch.tensor(distortion, dtype=torch.float32)))
     total = sequential_sum_f32(w)
     return torch.cat((torch.zeros(reserved, dtype=torch.float32), w)), total
+
+
+def powf(u: torch.Tensor, exponent: float) -> torch.Tensor:
+    """The C library's float32 ``powf(u, exponent)``, elementwise, for a float32 ``u``.
+
+    Evaluated in double and rounded to float32 (correctly rounded); the few results within
+    0.005 ulp of a rounding boundary, where a libm's ``powf`` (glibc's errs by up to 0.82 ulp)
+    may round the other way, are recomputed with the platform's ``powf`` when it can be
+    loaded, so the weights match TensorFlow's bit for bit on the same machine.
+    """
+    exact = u.double().pow_(exponent)
+    w = exact.float()
+    libm_powf = _libm_powf()
+    if libm_powf is None or exponent in (0.0, 1.0):
+        return w
+    # The 29 low mantissa bits of the double are its position between float32 neighbours.
+    tail = exact.view(torch.int64).bitwise_and_((1 << 29) - 1).sub_(1 << 28).abs_()
+    hard = torch.nonzero(tail < _HARD_POWF).flatten()
+    if hard.numel():
+        values, where = torch.unique(u[hard], return_inverse=True)
+        fixed = [libm_powf(x, exponent) for x in values.tolist()]
+        w[hard] = torch.tensor(fixed, dtype=torch.float32)[where]
+    return w
+
+
+@functools.cache
+def _libm_powf() -> Callable[[float, float], float] | None:
+    """The platform's ``powf`` through ctypes, or None where no C math library loads."""
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6").powf
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_float
+    fn.argtypes = [ctypes.c_float, ctypes.c_float]
+    return fn  # type: ignore[no-any-return]
 
 
 def sequential_sum_f32(w: torch.Tensor) -> float:
@@ -80,46 +118,47 @@ def sequential_sum_f32(w: torch.Tensor) -> float:
 
     Vectorised: while ``s`` stays in one binade ``[2ᵉ, 2ᵉ⁺¹)`` every step adds ``wᵢ`` rounded
     to a multiple of ``ulp = 2ᵉ⁻²³`` (ties to even, which depends on the parity of ``s/ulp``
-    only just after the previous tie), so the sum is an exact integer cumulative sum. The
-    step that leaves the binade is redone exactly, then the next binade starts.
+    only since the previous tie), so the sum is an exact cumulative sum of integers. The step
+    that leaves the binade is redone exactly, then the next binade starts. A float64 prefix sum
+    predicts where each binade ends, so each weight is processed about once.
     """
     x = w.double()
-    n, i, s, chunk = x.numel(), 0, 0.0, 4096
+    prefix = torch.cumsum(x, 0)
+    n, s, i, grow = x.numel(), 0.0, 0, 1024
     while i < n:
-        if s == 0.0:
-            nonzero = torch.nonzero(x[i:]).flatten()
-            if nonzero.numel() == 0:
+        if s == 0.0:  # only before the first non-zero weight
+            i = int(torch.searchsorted(prefix, 0.0, right=True))
+            if i >= n:
                 break
-            i += int(nonzero[0])
             s, i = float(x[i]), i + 1
             continue
-        ulp = max(math.ldexp(1.0, math.frexp(s)[1] - 24), _F32_MIN_ULP)
-        top = int(math.ldexp(1.0, math.frexp(s)[1]) / ulp)
-        m = int(s / ulp) + _binade_steps(x[i : i + chunk] / ulp, int(s / ulp))
-        out = torch.nonzero(m >= top).flatten()
-        if out.numel() == 0:
-            s, i = float(m[-1]) * ulp, i + m.numel()
-            chunk *= 2
+        exponent = math.frexp(s)[1]
+        ulp = max(math.ldexp(1.0, exponent - 24), _F32_MIN_ULP)
+        top = math.ldexp(1.0, exponent) / ulp
+        target = float(prefix[i - 1]) + 1.25 * (math.ldexp(1.0, exponent) - s)
+        stop = min(n, int(torch.searchsorted(prefix, target)) + grow)
+        m = _binade_steps(x[i:stop] / ulp, s / ulp)
+        k = int(torch.searchsorted(m, top))
+        if k == m.numel():
+            s, i, grow = float(m[-1]) * ulp, stop, 2 * grow
             continue
-        j = int(out[0])
-        before = float(m[j - 1]) * ulp if j > 0 else s
-        s = float(torch.tensor(before + float(x[i + j]), dtype=torch.float64).float())
-        i, chunk = i + j + 1, max(4096, 2 * j)
+        before = float(m[k - 1]) * ulp if k else s
+        s = float(torch.tensor(before + float(x[i + k]), dtype=torch.float64).float())
+        i, grow = i + k + 1, 1024
     return s
 
 
-def _binade_steps(q: torch.Tensor, m0: int) -> torch.Tensor:
-    """Cumulative increments (in ulps) of ``s/ulp`` for steps ``q = w/ulp``, ties to even."""
-    q = q.clamp(max=2.0**40)
-    floor = q.floor()
-    frac = q - floor
-    inc = floor.to(torch.int64) + (frac > 0.5)
-    ties = torch.nonzero(frac == 0.5).flatten()
+def _binade_steps(q: torch.Tensor, m0: float) -> torch.Tensor:
+    """``m0`` plus the running sum of ``q`` rounded to integers, ties to even on the sum."""
+    q.clamp_(max=2.0**40)
+    inc = torch.round(q)
+    ties = torch.nonzero(torch.frac(q) == 0.5).flatten()
     if ties.numel():
+        inc[ties] = q[ties] - 0.5
         run = torch.cumsum(inc, 0)[ties]
         since = torch.diff(run, prepend=run.new_tensor([-m0]))
-        inc[ties] += since & 1
-    return torch.cumsum(inc, 0)
+        inc[ties] += torch.remainder(since, 2.0)
+    return torch.cumsum(inc, 0).add_(m0)
 
 
 def alias_table(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,28 +176,28 @@ def alias_table(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with ``D_k > E_j``.
     """
     n = weights.numel()
-    k = min(40, 62 - n.bit_length())
-    one = 1 << k
+    one = 1 << min(40, 62 - n.bit_length())
     w = weights.double()
-    mass = torch.round(w / w.sum() * float(n * one)).to(torch.int64)
+    mass = torch.mul(w, n * one / float(w.sum())).round_().to(torch.int64)
     mass[torch.argmax(mass)] += n * one - int(mass.sum())
-    light = torch.nonzero(mass < one).flatten()
-    heavy = torch.nonzero(mass >= one).flatten()
-    deficit = torch.cumsum(one - mass[light], 0)
-    surplus = torch.cumsum(mass[heavy] - one, 0)
-    threshold = torch.full((n,), float(one), dtype=torch.float64, device=w.device)
+    is_light = mass < one
+    light = torch.nonzero(is_light).flatten()
+    heavy = torch.nonzero(~is_light).flatten()
+    light_mass = mass[light]
+    need = torch.sub(one, light_mass)
+    deficit = torch.cumsum(need, 0)
+    surplus = torch.cumsum(mass[heavy].sub_(one), 0)
     alias = torch.arange(n, device=w.device)
-    before = deficit - (one - mass[light])
-    pair = torch.searchsorted(surplus, before).clamp_(max=heavy.numel() - 1)
+    threshold = torch.full((n,), float(one), dtype=torch.float64, device=w.device)
+    pair = torch.searchsorted(surplus, deficit - need).clamp_(max=heavy.numel() - 1)
     alias[light] = heavy[pair]
-    threshold[light] = mass[light].double()
-    spent = torch.searchsorted(deficit, surplus, right=True)[:-1]
+    threshold[light] = light_mass.double()
+    spent = torch.searchsorted(deficit, surplus[:-1], right=True)
     done = torch.nonzero(spent < light.numel()).flatten()
-    left = one + surplus[done] - deficit[spent[done]]
     alias[heavy[done]] = heavy[done + 1]
-    threshold[heavy[done]] = left.double()
-    threshold.div_(one).add_(torch.arange(n, dtype=torch.float64, device=w.device))
-    return threshold, alias
+    threshold[heavy[done]] = (surplus[done] + one - deficit[spent[done]]).double()
+    columns = torch.arange(n, dtype=torch.float64, device=w.device)
+    return threshold.div_(one).add_(columns), alias
 
 
 def alias_draw(
@@ -176,12 +215,16 @@ def alias_draw(
 
 
 def weight_bins(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summarise a distribution as bins of nearly equal probability (for ``unique_block``)."""
-    w = weights.double().flatten()
-    w = w[w > 0]
-    key = torch.floor(torch.log2(w / w.max()) * 8).to(torch.int64)
-    key -= key.min()
-    count = torch.bincount(key).double()
-    mass = torch.bincount(key, weights=w)
+    """Summarise non-negative weights as bins for ``unique_block``: ``(p, count)``, float64.
+
+    The bins are the float32 exponent and top three mantissa bits (8 bins per octave, ±4 %);
+    zero weights are left out. An estimate only: it sizes blocks of draws.
+    """
+    key = weights.float().flatten().view(torch.int32).bitwise_right_shift(20)
+    count = torch.bincount(key).double().cpu()
+    k = torch.arange(count.numel(), dtype=torch.float64)
+    rep = torch.exp2(torch.div(k, 8, rounding_mode="floor") - 127) * (1 + (k % 8 + 0.5) / 8)
     keep = count > 0
-    return (mass[keep] / count[keep] / w.sum()).cpu(), count[keep].cpu()
+    keep[0] = False
+    p = rep[keep] / (rep[keep] * count[keep]).sum()
+    return p, count[keep]

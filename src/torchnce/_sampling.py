@@ -30,6 +30,7 @@ from torchnce._types import SampledValues
 Draw = Callable[[int], torch.Tensor]
 Probability = Callable[[torch.Tensor], torch.Tensor]
 
+UNIGRAM_RANGE_LIMIT = 2**31 - 1  # TensorFlow's bound on range_max for unigram samplers
 _MAX_BLOCK = 1 << 22  # largest single block of draws for unique sampling (32 MiB of int64)
 
 
@@ -98,6 +99,24 @@ def check_num_sampled(num_sampled: object) -> int:
     return check_int("num_sampled", num_sampled, minimum=1)
 
 
+def check_range_max(range_max: object, *, unigram: bool = False) -> int:
+    """Return ``range_max`` as an int >= 1 (and < 2³¹ − 1 for the unigram samplers)."""
+    value = check_int("range_max", range_max, minimum=1)
+    if unigram and value >= UNIGRAM_RANGE_LIMIT:
+        raise ValueError(
+            f"range_max must be less than {UNIGRAM_RANGE_LIMIT} for a unigram sampler,"
+            f" got {value}"
+        )
+    return value
+
+
+def check_ids(ids: object, range_max: int) -> torch.Tensor:
+    """Return ``ids`` as int64 after checking that they lie in ``[0, range_max)`` (one sync)."""
+    tensor = as_int_tensor("ids", ids)
+    check_ids_in_range("ids", tensor, range_max)
+    return tensor
+
+
 def uniform_ints(
     n: int, upper: int, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
@@ -109,6 +128,17 @@ def uniform_ints(
     """
     u = torch.rand(n, dtype=torch.float64, generator=generator, device=device)
     return u.mul_(upper).to(torch.int64).clamp_(max=upper - 1)
+
+
+def true_divide_(x: torch.Tensor, divisor: float) -> torch.Tensor:
+    """``x /= divisor`` in place, correctly rounded on every device.
+
+    CUDA turns a division by a Python scalar into a multiplication by its reciprocal, which
+    can differ in the last bit; dividing by a one-element tensor keeps a true division.
+    """
+    if x.device.type == "cpu":
+        return x.div_(divisor)
+    return x.div_(torch.tensor([divisor], dtype=x.dtype, device=x.device))
 
 
 def expected_count(p: torch.Tensor, num_tries: int, num_sampled: int) -> torch.Tensor:

@@ -1,0 +1,178 @@
+"""The learned-unigram sampler: class counts that grow with the true classes seen.
+
+Sampling ``P(k) = w_k / W`` exactly without an O(C) rebuild per call: the weights are split as
+``w = 1 + base + recent``, where ``base`` are the counts at the last compaction (kept as a
+cumulative sum) and ``recent`` are the true classes added since (kept as a list). A uniform
+``r`` in ``[0, W)`` maps to ``r`` itself for ``r < C`` (the ones), to a search in the base
+cumulative sum next, and to ``recent[r − C − base_total]`` last. The list is folded into
+``base`` when it outgrows ``max(C, 65536)``, an O(C) step every O(C) updates.
+"""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+import torch
+
+from torchnce._sampler_tables import weight_bins
+from torchnce._samplers import CandidateSampler, _same_device
+from torchnce._sampling import (
+    UNIGRAM_RANGE_LIMIT,
+    Draw,
+    check_ids,
+    check_range_max,
+    sample_values,
+    true_divide_,
+    uniform_ints,
+    unique_block,
+)
+from torchnce._types import SampledValues
+
+
+@final
+class LearnedUnigramSampler(CandidateSampler):
+    """Classes drawn in proportion to how often they have been seen as true classes.
+
+    .. math::
+        P(k) = \\operatorname{fl32}(w_k) / \\operatorname{fl32}(W), \\qquad
+        w_k = 1 + \\#\\{\\text{true classes so far equal to } k\\}, \\quad W = \\textstyle\\sum w
+
+    Every ``sample`` draws and computes the expected counts with the weights *before* the
+    batch, then adds the batch's true classes (row-major; only while ``W < 2³¹ − 1``).
+    The counts are a buffer and the classes added since the last compaction are extra state,
+    so ``state_dict()`` / ``load_state_dict()`` resume a sampler exactly: given the same
+    generator state it draws what the uninterrupted one would.
+
+    Args:
+        range_max: ``C``, the number of classes; must be less than 2147483647.
+
+    Raises:
+        ValueError: ``range_max < 1`` or ``range_max >= 2147483647``.
+
+    Note:
+        Unlike TensorFlow, whose counts live inside a graph op and are lost on reload, the
+        counts are checkpointable. A call rejected by validation leaves them unchanged.
+
+    Example:
+        >>> import torch, torchnce
+        >>> sampler = torchnce.LearnedUnigramSampler(4)
+        >>> _ = sampler.sample(torch.tensor([[3], [3]]), 2, generator=torch.Generator())
+        >>> sampler.probability(torch.arange(4))  # counts 1, 1, 1, 3 out of 6
+        tensor([0.1667, 0.1667, 0.1667, 0.5000])
+    """
+
+    counts: torch.Tensor
+    _base_cum: torch.Tensor
+    _recent: torch.Tensor
+
+    def __init__(self, range_max: int) -> None:
+        super().__init__()
+        self.range_max = check_range_max(range_max, unigram=True)
+        self.register_buffer("counts", torch.ones(self.range_max, dtype=torch.int32))
+        self.register_buffer("_base_cum", torch.zeros(0, dtype=torch.int64), persistent=False)
+        self.register_buffer("_recent", torch.zeros(0, dtype=torch.int64), persistent=False)
+        self._recent_len = 0
+        self._fold_at = max(self.range_max, 1 << 16)
+        self._rebuild()
+        self.register_load_state_dict_post_hook(lambda module, keys: module._rebuild())
+
+    @property
+    def total(self) -> int:
+        """``W``, the sum of the weights."""
+        return self._total
+
+    def probability(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = check_ids(ids, self.range_max).to(self.counts.device)
+        return self._probability(ids)
+
+    def _probability(self, ids: torch.Tensor) -> torch.Tensor:
+        return true_divide_(self.counts[ids].float(), float(self._total))
+
+    def _sample(
+        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
+    ) -> SampledValues:
+        _same_device("true_classes", tc, self.counts)
+        block = lambda: self._block(num_sampled)  # noqa: E731
+        values = sample_values(tc, num_sampled, unique, self._draw(gen), self._probability, block)
+        self._update(tc.reshape(-1))
+        return values
+
+    def _draw(self, gen: torch.Generator | None) -> Draw:
+        c, base_total, recent = self.range_max, self._base_total, self._recent_len
+
+        def draw(n: int) -> torch.Tensor:
+            r = uniform_ints(n, self._total, gen, self.counts.device)
+            if base_total == 0 and recent == 0:
+                return r
+            rest = r - c
+            out = torch.where(rest < 0, r, rest)
+            if base_total:
+                found = torch.searchsorted(self._base_cum, rest, right=True)
+                out = torch.where((rest >= 0) & (rest < base_total), found, out)
+            if recent:
+                tail = self._recent[(rest - base_total).clamp_(0, recent - 1)]
+                out = torch.where(rest >= base_total, tail, out)
+            return out
+
+        return draw
+
+    def _update(self, ids: torch.Tensor) -> None:
+        """Add the true classes, in order, while ``W`` stays below 2³¹ − 1."""
+        ids = ids[: max(0, min(ids.numel(), UNIGRAM_RANGE_LIMIT - self._total))]
+        if ids.numel() == 0:
+            return
+        self.counts.index_add_(0, ids, torch.ones_like(ids, dtype=torch.int32))
+        self._total += ids.numel()
+        end = self._recent_len + ids.numel()
+        if end > self._fold_at:
+            self._fold()
+            return
+        if end > self._recent.numel():
+            size = min(max(2 * end, 1024), self._fold_at)
+            grown = torch.empty(size, dtype=torch.int64, device=self.counts.device)
+            grown[: self._recent_len] = self._recent[: self._recent_len]
+            self._recent = grown
+        self._recent[self._recent_len : end] = ids
+        self._recent_len = end
+
+    def _fold(self) -> None:
+        """Fold the recent classes into the base cumulative sum (O(C))."""
+        self._recent_len = 0
+        self._recent = self._recent[:0]
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Recompute everything derived from ``counts`` and the recent classes."""
+        recent = self._recent[: self._recent_len]
+        base = self.counts.long() - 1
+        if recent.numel():
+            base -= torch.bincount(recent, minlength=self.range_max)
+        if self.counts.shape != (self.range_max,) or bool((base < 0).any()):
+            raise ValueError(
+                f"counts must be {self.range_max} integers >= 1 that include every recent"
+                f" class, got shape {tuple(self.counts.shape)}"
+            )
+        self._base_cum = torch.cumsum(base, 0)
+        self._base_total = int(self._base_cum[-1])
+        self._total = self.range_max + self._base_total + self._recent_len
+        self._bins = weight_bins(base.double() + 1)
+        self._blocks: dict[int, int] = {}
+
+    def _block(self, num_sampled: int) -> int:
+        if num_sampled not in self._blocks:
+            self._blocks[num_sampled] = unique_block(*self._bins, num_sampled)
+        return self._blocks[num_sampled]
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The classes added since the last compaction, in order (fixes the id mapping)."""
+        return {"recent": self._recent[: self._recent_len].clone()}
+
+    def set_extra_state(self, state: Any) -> None:
+        recent = state.get("recent") if isinstance(state, dict) else None
+        if not isinstance(recent, torch.Tensor) or recent.dim() != 1:
+            raise ValueError(
+                "state_dict must hold a 1-D 'recent' tensor in the sampler's extra state,"
+                f" got {type(recent).__name__}"
+            )
+        self._recent = check_ids(recent, self.range_max).to(self.counts.device).clone()
+        self._recent_len = self._recent.numel()
