@@ -53,6 +53,13 @@ def parse_args() -> argparse.Namespace:
                         help="also print a torch.profiler table of the torchnce sparse step")
     parser.add_argument("--output", type=Path, default=None,
                         help="markdown file (default benchmarks/results_nce.md; none with --quick)")
+    parser.add_argument("--wait-quiet", type=float, default=120.0,
+                        help="before each shape, wait up to this many seconds for other "
+                             "processes to leave the cores idle (torch's OpenMP degrades far "
+                             "more than TensorFlow's pool when cores are shared)")
+    parser.add_argument("--limit-s", type=float, default=240.0,
+                        help="per shape, keep running rounds up to this long to collect "
+                             "--rounds quiet ones")
     parser.add_argument("--thp", action="store_true",
                         help="set THP_MEM_ALLOC_ENABLE=1 (PyTorch's huge-page allocator option)")
     return parser.parse_args()
@@ -168,6 +175,45 @@ def make_data(shape: tuple[int, ...], seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
+def _cpu_busy_s() -> float:
+    """Seconds of CPU time all processes have spent busy (from /proc/stat), or nan."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return float("nan")
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class OthersLoad:
+    """Fraction of the machine's cores that *other* processes kept busy over a window."""
+
+    def __init__(self) -> None:
+        self.wall, self.busy, self.own = time.perf_counter(), _cpu_busy_s(), _own_cpu_s()
+
+    def fraction(self) -> float:
+        wall = time.perf_counter() - self.wall
+        others = (_cpu_busy_s() - self.busy) - (_own_cpu_s() - self.own)
+        return max(0.0, others) / (wall * (os.cpu_count() or 1))
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def wait_until_quiet(limit_s: float, threshold: float = 0.1) -> float:
+    """Wait (up to ``limit_s``) for a 1 s window where other processes use < threshold."""
+    deadline = time.perf_counter() + limit_s
+    while True:
+        window = OthersLoad()
+        time.sleep(1.0)
+        load = window.fraction()
+        if load < threshold or time.perf_counter() > deadline:
+            return load
+
+
 def time_steps(step: Step, count: int) -> list[float]:
     times = []
     for _ in range(count):
@@ -177,23 +223,47 @@ def time_steps(step: Step, count: int) -> list[float]:
     return times
 
 
-def measure(steps: dict[str, Step], *, rounds: int, warmup: int, block_s: float,
-            max_steps: int) -> dict[str, float]:
-    """Median ms per step of each variant, over interleaved rounds after warm-up."""
+def measure(
+    steps: dict[str, Step], *, rounds: int, warmup: int, block_s: float, max_steps: int,
+    limit_s: float, quiet: float = 0.1,
+) -> tuple[dict[str, float], int, int]:
+    """Median ms per step of each variant over interleaved rounds after warm-up.
+
+    Each round runs every variant for about ``block_s``. A round counts as quiet when other
+    processes kept less than ``quiet`` of the cores busy during it; rounds repeat until
+    ``rounds`` quiet ones are collected or ``limit_s`` has passed, and the medians are taken over
+    the quiet rounds (over all rounds if fewer than a third were quiet). Returns the medians,
+    the number of quiet rounds and the number run.
+    """
     per_block = {}
     for name, step in steps.items():
         warm = time_steps(step, warmup)
         per_block[name] = max(1, min(max_steps, round(block_s / statistics.median(warm))))
-    samples: dict[str, list[float]] = {name: [] for name in steps}
+    quiet_samples: dict[str, list[float]] = {name: [] for name in steps}
+    all_samples: dict[str, list[float]] = {name: [] for name in steps}
+    kept = seen = 0
+    deadline = time.perf_counter() + limit_s
     gc.collect()
     gc.disable()
     try:
-        for _ in range(rounds):
-            for name, step in steps.items():
-                samples[name] += time_steps(step, per_block[name])
+        while kept < rounds and (seen < rounds or time.perf_counter() < deadline):
+            window = OthersLoad()
+            got = {name: time_steps(step, per_block[name]) for name, step in steps.items()}
+            seen += 1
+            is_quiet = window.fraction() < quiet
+            kept += is_quiet
+            for name, times in got.items():
+                all_samples[name] += times
+                if is_quiet:
+                    quiet_samples[name] += times
     finally:
         gc.enable()
-    return {name: 1e3 * statistics.median(s) for name, s in samples.items()}
+    use = quiet_samples if enough_quiet(kept, rounds) else all_samples
+    return {name: 1e3 * statistics.median(s) for name, s in use.items()}, kept, seen
+
+
+def enough_quiet(kept: int, rounds: int) -> bool:
+    return kept >= max(1, rounds // 3)
 
 
 def profile_step(step: Step, label: str) -> None:
@@ -261,7 +331,11 @@ def main() -> None:
         if i == 0:
             steps["softmax cross_entropy"] = torch_softmax_step(data, chunked=False)
             steps["softmax linear_cross_entropy"] = torch_softmax_step(data, chunked=True)
-        ms = measure(steps, rounds=rounds, warmup=warmup, block_s=block_s, max_steps=max_steps)
+        before = wait_until_quiet(0.0 if quick else ARGS.wait_quiet)
+        window = OthersLoad()
+        ms, kept, seen = measure(steps, rounds=rounds, warmup=warmup, block_s=block_s,
+                                 max_steps=max_steps, limit_s=0.0 if quick else ARGS.limit_s)
+        others = window.fraction()
         tf_name = min(("tf keras SGD", "tf scatter_sub"), key=ms.__getitem__)
         softmax = [k for k in ms if k.startswith("softmax")]
         full = f"{min(ms[k] for k in softmax):.2f}" if softmax else "–"
@@ -270,7 +344,11 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
         detail = ", ".join(f"{k} {v:.3f} ms" for k, v in ms.items())
-        notes.append(f"* {shape}: {detail}; TF column = {tf_name}")
+        over = (f"the {kept} quiet rounds of {seen}" if enough_quiet(kept, rounds)
+                else f"all {seen} rounds (only {kept} quiet: NOT representative)")
+        notes.append(f"* {shape}: {detail}; TF column = {tf_name}; medians over {over}; other "
+                     f"processes used {others:.0%} of the cores over all rounds "
+                     f"({before:.0%} just before)")
         if ARGS.profile:
             profile_step(steps["sparse"], f"torchnce sparse step at {shape}")
         del steps
@@ -284,7 +362,8 @@ def main() -> None:
                 "sides; median ms per step over interleaved\nrounds after warm-up "
                 f"({rounds} rounds). Produced by `python benchmarks/bench_nce.py`"
                 f"{' --quick' if quick else ''}.\n\n"
-                + machine_info(load_at_start) + "\n\n" + "\n".join(rows) + "\n\nAll variants (median ms):\n\n"
+                + machine_info(load_at_start) + "\n\n" + "\n".join(rows)
+                + "\n\nAll variants (median ms):\n\n"
                 + "\n".join(notes) + "\n\nFull softmax: the faster of `F.cross_entropy(inputs @ "
                 "W.T + b, labels)` and `F.linear_cross_entropy(..., batch_chunk_size=64)`, "
                 "dense SGD, smallest shape only.\n")

@@ -257,3 +257,55 @@ def tf1_logits_case(num_true: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     for t in range(1, num_true + 1):
         labels = rng.randint(0, TF_NUM_CLASSES, size=TF_BATCH * t)
     return weights, biases, labels.reshape(TF_BATCH, num_true), hidden, sampled_values
+
+
+# --- Full evaluation: the recipe in TensorFlow's nce_loss docstring (matmul, bias, one-hot) ---
+
+
+def full_logits(weights: Any, biases: Any, inputs: Any, partition_strategy: str = "mod") -> Any:
+    """``matmul(inputs, Wᵀ) + b`` in global class order; row c is found as §5 finds id c."""
+    w_shards = as_shards(weights)
+    b_shards = None if biases is None else as_shards(biases)
+    inputs = f64(inputs)
+    num_classes = sum(len(s) for s in w_shards)
+    out = np.empty((len(inputs), num_classes))
+    for c in range(num_classes):
+        w = lookup_row(w_shards, c, partition_strategy)
+        b = 0.0 if b_shards is None else float(lookup_row(b_shards, c, partition_strategy))
+        for i, x in enumerate(inputs.tolist()):
+            out[i, c] = sum(xd * float(wd) for xd, wd in zip(x, w, strict=True)) + b
+    return out
+
+
+def scaled_one_hot(labels: Any, num_classes: int) -> np.ndarray:
+    """``one_hot(labels, C)`` summed over a row's T true classes and divided by T (§2 step 15)."""
+    labels = i64(labels)
+    out = np.zeros((len(labels), num_classes))
+    for i, row in enumerate(labels.tolist()):
+        for c in row:
+            out[i, c] += 1.0 / len(row)
+    return out
+
+
+def nce_eval_loss(
+    weights: Any, biases: Any, labels: Any, inputs: Any, partition_strategy: str = "mod"
+) -> np.ndarray:
+    """Row sums of §3.1's sigmoid cross entropy over all classes, ``[B]``."""
+    logits = full_logits(weights, biases, inputs, partition_strategy)
+    targets = scaled_one_hot(labels, logits.shape[1])
+    return np.array([
+        sum(sigmoid_cross_entropy(x, z) for x, z in zip(lr, zr, strict=True))
+        for lr, zr in zip(logits.tolist(), targets.tolist(), strict=True)
+    ])
+
+
+def sampled_softmax_eval_loss(
+    weights: Any, biases: Any, labels: Any, inputs: Any, partition_strategy: str = "mod"
+) -> np.ndarray:
+    """§3.3's softmax cross entropy over all classes, ``[B]``."""
+    logits = full_logits(weights, biases, inputs, partition_strategy)
+    targets = scaled_one_hot(labels, logits.shape[1])
+    return np.array([
+        softmax_cross_entropy(lr, zr)
+        for lr, zr in zip(logits.tolist(), targets.tolist(), strict=True)
+    ])

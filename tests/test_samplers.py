@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import torchnce
+import torchnce._sampling_unique
 
 TRUE_LABELS = [[1, 2], [0, 4], [3, 3]]  # RangeSamplerOpsTest's constants: B=3, T=2, range 5
 POW2 = [float(2**i) for i in range(9)]  # range_sampler_test.cc's unigrams 1, 2, 4, ..., 256
@@ -88,7 +89,7 @@ def test_all_sampler_accidental_hits():
     out = torchnce.all_candidate_sampler(tc, 2, 5, True)
     index, ids, weights = torchnce.compute_accidental_hits(tc, out.sampled_candidates, 2)
     assert index.dim() == ids.dim() == weights.dim() == 1
-    for i, j, w in zip(index.tolist(), ids.tolist(), weights.tolist()):
+    for i, j, w in zip(index.tolist(), ids.tolist(), weights.tolist(), strict=True):
         assert j in TRUE_LABELS[i]  # position == value for the All sampler
         assert w < -1e37
 
@@ -98,7 +99,7 @@ def test_seed_gives_the_same_draw(seed):
     tc = torch.tensor(TRUE_LABELS)
     first = torchnce.log_uniform_candidate_sampler(tc, 2, 5, True, 5, seed=seed)
     second = torchnce.log_uniform_candidate_sampler(tc, 2, 5, True, 5, seed=seed)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -168,7 +169,9 @@ def test_probabilities_sum_to_one(kind):
 
 def test_uniform_probabilities_equal():
     assert torchnce.UniformSampler(10).probability(torch.arange(10)).tolist() == [0.1] * 10 or (
-        torch.equal(torchnce.UniformSampler(10).probability(torch.arange(10)), torch.full((10,), 0.1))
+        torch.equal(
+            torchnce.UniformSampler(10).probability(torch.arange(10)), torch.full((10,), 0.1)
+        )
     )
 
 
@@ -282,9 +285,13 @@ def test_huge_uniform_range_is_uniform():
 
 
 @pytest.mark.parametrize("kind", ["log_uniform", "fixed"])
-def test_unique_matches_rejection_loop(kind):
+@pytest.mark.parametrize("table", ["scratch", "sort"])
+def test_unique_matches_rejection_loop(kind, table, monkeypatch):
     # The vectorised unique draw against TensorFlow's loop run in Python on the same P:
     # inclusion frequency of every class, the first candidate's law, and the mean num_tries.
+    # Both ways of finding first occurrences: a scratch table, and (for ranges > 2^24) a sort.
+    if table == "sort":
+        monkeypatch.setattr(torchnce._sampling_unique, "SCRATCH_LIMIT", 0)
     sampler, range_max, num_sampled, trials = make(kind, 12), 12, 6, 3000
     p32 = sampler.probability(torch.arange(range_max)).numpy()
     p = p32.astype(np.float64) / p32.astype(np.float64).sum()
@@ -360,7 +367,10 @@ def test_expected_counts_follow_tensorflow_formula(kind, unique):
 def test_output_types(kind, unique):
     out = make(kind, 10).sample(torch.tensor([[1, 2], [3, 4]], dtype=torch.int32), 4, unique=unique)
     assert out.sampled_candidates.dtype == torch.int64 and out.sampled_candidates.shape == (4,)
-    assert out.true_expected_count.dtype == torch.float32 and out.true_expected_count.shape == (2, 2)
+    assert out.true_expected_count.dtype == torch.float32 and out.true_expected_count.shape == (
+        2,
+        2,
+    )
     assert out.sampled_expected_count.dtype == torch.float32
     assert out.sampled_expected_count.shape == (4,)
 
@@ -373,7 +383,8 @@ def test_empty_batch():
 def test_log_probability():
     sampler = torchnce.FixedUnigramSampler(3, unigrams=[0.0, 1.0, 3.0])
     torch.testing.assert_close(
-        sampler.log_probability(torch.arange(3)), torch.tensor([-math.inf, math.log(0.25), math.log(0.75)])
+        sampler.log_probability(torch.arange(3)),
+        torch.tensor([-math.inf, math.log(0.25), math.log(0.75)]),
     )
 
 
@@ -381,7 +392,9 @@ def test_log_probability():
 
 FUNCTIONS = {
     "uniform": lambda tc, u, **kw: torchnce.uniform_candidate_sampler(tc, 2, 3, u, 10, **kw),
-    "log_uniform": lambda tc, u, **kw: torchnce.log_uniform_candidate_sampler(tc, 2, 3, u, 10, **kw),
+    "log_uniform": lambda tc, u, **kw: torchnce.log_uniform_candidate_sampler(
+        tc, 2, 3, u, 10, **kw
+    ),
     "learned": lambda tc, u, **kw: torchnce.learned_unigram_candidate_sampler(
         tc, 2, 3, u, 10, **kw
     ),
@@ -467,7 +480,10 @@ def test_learned_total_is_capped():
     # Only the first 2^31 - 1 - W true classes are added (tf-semantics.md §6.7).
     sampler = torchnce.LearnedUnigramSampler(2)
     sampler.load_state_dict(
-        {"counts": torch.tensor([2**31 - 10, 5], dtype=torch.int32), "_extra_state": {"recent": torch.zeros(0, dtype=torch.int64)}}
+        {
+            "counts": torch.tensor([2**31 - 10, 5], dtype=torch.int32),
+            "_extra_state": {"recent": torch.zeros(0, dtype=torch.int64)},
+        }
     )
     sampler.sample(torch.ones(10, 1, dtype=torch.int64), 1, unique=False, generator=gen())
     assert sampler.counts.tolist() == [2**31 - 10, 9]
@@ -492,7 +508,7 @@ def test_learned_state_dict_resumes_identically(unique):
     for batch in batches[3:] * 3:
         out_a = a.sample(batch, 16, unique=unique, generator=g)
         out_b = b.sample(batch, 16, unique=unique, generator=g_b)
-        for x, y in zip(out_a, out_b):
+        for x, y in zip(out_a, out_b, strict=True):
             assert torch.equal(x, y)
     assert torch.equal(a.counts, b.counts)
 
@@ -514,14 +530,45 @@ def test_learned_to_and_repr():
     assert list(sampler.state_dict()) == ["counts", "_extra_state"]
 
 
+def test_tables_keep_dtypes_under_module_casts():
+    # A model's .double() / .half() must not round the float32 probabilities or the float64
+    # alias thresholds: they are TensorFlow's numbers.
+    fixed = torchnce.FixedUnigramSampler(3, unigrams=[1.0, 2.0, 3.0])
+    learned = torchnce.LearnedUnigramSampler(3)
+    model = torch.nn.ModuleDict({"fixed": fixed, "learned": learned}).half().double()
+    assert fixed.probs.dtype == torch.float32 and fixed.threshold.dtype == torch.float64
+    assert learned.counts.dtype == torch.int32
+    out = fixed.sample(torch.tensor([[2]]), 2, unique=False, generator=gen())
+    assert out.true_expected_count.dtype == torch.float32
+    assert float(out.true_expected_count) == 1.0  # 2 · 3/6
+    assert model is not None
+
+
 def test_bad_state_dict():
     sampler = torchnce.LearnedUnigramSampler(3)
-    state = {"counts": torch.tensor([1, 0, 1], dtype=torch.int32), "_extra_state": {"recent": torch.zeros(0, dtype=torch.int64)}}
+    state = {
+        "counts": torch.tensor([1, 0, 1], dtype=torch.int32),
+        "_extra_state": {"recent": torch.zeros(0, dtype=torch.int64)},
+    }
     with pytest.raises(ValueError, match=r"^counts must be 3 integers >= 1"):
         sampler.load_state_dict(state)
 
 
 # --- fixed unigram ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 1000])
+def test_fixed_unigram_alias_table_is_exact(size):
+    # Column c keeps itself with probability threshold[c] - c, else gives alias[c]; summed
+    # over the columns this must rebuild P exactly (to the table's 2^-30 resolution).
+    rng = np.random.default_rng(size)
+    weights = np.append(rng.random(size) ** 3 * (rng.random(size) < 0.8), 1.0).astype(np.float32)
+    sampler = torchnce.FixedUnigramSampler(size + 1, unigrams=weights.tolist())
+    keep = sampler.threshold - torch.arange(size + 1, dtype=torch.float64)
+    assert bool(((keep >= 0) & (keep <= 1)).all())
+    implied = keep.clone().index_add_(0, sampler.alias, 1 - keep) / (size + 1)
+    exact = torch.from_numpy(weights.astype(np.float64) / weights.astype(np.float64).sum())
+    torch.testing.assert_close(implied, exact, rtol=0, atol=1e-9)
 
 
 def test_fixed_unigram_shard_quirk():
@@ -540,14 +587,19 @@ def test_vocab_file_format(tmp_path):
     path = tmp_path / "v.txt"
     path.write_bytes(b"a,b,1\r\n\n 2 \n0x3\nd,4\t\n")
     sampler = torchnce.FixedUnigramSampler(4, vocab_file=path)
-    torch.testing.assert_close(sampler.probability(torch.arange(4)), torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    torch.testing.assert_close(
+        sampler.probability(torch.arange(4)), torch.tensor([0.1, 0.2, 0.3, 0.4])
+    )
 
 
 @pytest.mark.parametrize("line", ["c,x", "3.5x", " ", "1_0", "3,"])
 def test_vocab_file_bad_line(tmp_path, line):
     path = tmp_path / "v.txt"
     path.write_text(f"1\n2\n{line}\n4\n")
-    with pytest.raises(ValueError, match=r"^vocab_file line 3 must end with a number.*Wrong vocabulary format at line"):
+    with pytest.raises(
+        ValueError,
+        match=r"^vocab_file line 3 must end with a number.*Wrong vocabulary format at line",
+    ):
         torchnce.FixedUnigramSampler(4, vocab_file=path)
 
 
@@ -556,7 +608,9 @@ def test_vocab_file_bad_line(tmp_path, line):
 def test_fixed_unigram_total_is_float32_running_sum(unigrams, reserved):
     if sum(unigrams) == 0:
         return
-    sampler = torchnce.FixedUnigramSampler(len(unigrams) + reserved, num_reserved_ids=reserved, unigrams=unigrams)
+    sampler = torchnce.FixedUnigramSampler(
+        len(unigrams) + reserved, num_reserved_ids=reserved, unigrams=unigrams
+    )
     w = np.asarray(unigrams, np.float32)
     total = np.add.accumulate(w)[-1]  # numpy accumulates float32 strictly in order
     expected = np.concatenate([np.zeros(reserved, np.float32), w / total])
@@ -565,7 +619,10 @@ def test_fixed_unigram_total_is_float32_running_sum(unigrams, reserved):
 
 def test_fixed_unigram_unique_needs_enough_weights():
     sampler = torchnce.FixedUnigramSampler(4, unigrams=[0.0, 1.0, 0.0, 2.0])
-    with pytest.raises(ValueError, match=r"^num_sampled must be <= the number of classes with a non-zero weight \(2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^num_sampled must be <= the number of classes with a non-zero weight \(2\)",
+    ):
         sampler.sample(torch.tensor([[1]]), 3)
     assert sampler.sample(torch.tensor([[1]]), 3, unique=False, generator=gen())[0].shape == (3,)
 
@@ -573,10 +630,14 @@ def test_fixed_unigram_unique_needs_enough_weights():
 def test_fixed_unigram_function_cache_rereads_changed_file(tmp_path):
     path = tmp_path / "v.txt"
     path.write_text("1\n3\n")
-    first = torchnce.fixed_unigram_candidate_sampler(torch.tensor([[0]]), 1, 1, False, 2, vocab_file=str(path))
+    first = torchnce.fixed_unigram_candidate_sampler(
+        torch.tensor([[0]]), 1, 1, False, 2, vocab_file=str(path)
+    )
     path.write_text("3\n1\n")
     os.utime(path, ns=(1, 1))
-    second = torchnce.fixed_unigram_candidate_sampler(torch.tensor([[0]]), 1, 1, False, 2, vocab_file=str(path))
+    second = torchnce.fixed_unigram_candidate_sampler(
+        torch.tensor([[0]]), 1, 1, False, 2, vocab_file=str(path)
+    )
     assert float(first.true_expected_count) == 0.25 and float(second.true_expected_count) == 0.75
 
 
@@ -589,52 +650,147 @@ def test_all_sampler_probability_is_undefined():
 
 FIXED = torchnce.fixed_unigram_candidate_sampler
 ERRORS = [
-    (TypeError, r"^true_classes must be an integer tensor of class ids, got torch.float32",
-     lambda: torchnce.uniform_candidate_sampler(torch.tensor([[1.0]]), 1, 1, False, 5)),
-    (ValueError, r"^true_classes must be a matrix .*got shape \(2,\)",
-     lambda: torchnce.uniform_candidate_sampler(torch.tensor([1, 2]), 1, 1, False, 5)),
-    (ValueError, r"^true_classes must have num_true columns, expected: 2 was: 3",
-     lambda: torchnce.uniform_candidate_sampler(torch.zeros(1, 3, dtype=torch.int64), 2, 1, False, 5)),
-    (ValueError, r"^num_sampled must be <= range_max \(5\) when unique=True, got 6 \(Sampler's range is too small",
-     lambda: torchnce.log_uniform_candidate_sampler(torch.tensor([[1]]), 1, 6, True, 5)),
-    (ValueError, r"^num_sampled must be >= 1, got 0",
-     lambda: torchnce.uniform_candidate_sampler(torch.tensor([[1]]), 1, 0, False, 5)),
-    (ValueError, r"^num_true must be >= 1, got 0",
-     lambda: torchnce.uniform_candidate_sampler(torch.tensor([[1]]), 0, 1, False, 5)),
-    (TypeError, r"^unique must be a bool, got int",
-     lambda: torchnce.uniform_candidate_sampler(torch.tensor([[1]]), 1, 1, 1, 5)),
-    (TypeError, r"^seed must be an int, got str",
-     lambda: torchnce.uniform_candidate_sampler(torch.tensor([[1]]), 1, 1, False, 5, seed="1")),
-    (TypeError, r"^generator must be a torch.Generator",
-     lambda: torchnce.uniform_candidate_sampler(torch.tensor([[1]]), 1, 1, False, 5, generator=3)),
-    (ValueError, r"^vocab_file or unigrams must be given, got neither \(Must provide either vocab_file or unigrams",
-     lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 5)),
-    (ValueError, r"^vocab_file and unigrams must not both be given.*Must only provide one of vocab_file and unigrams",
-     lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 2, vocab_file="x", unigrams=[1.0, 2.0])),
-    (ValueError, r"^unigrams must be finite and >= 0, got a weight -2",
-     lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 3, unigrams=[1.0, -2.0, 3.0])),
-    (ValueError, r"^unigrams must have a positive, finite total weight",
-     lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 2, unigrams=[0.0, 0.0])),
-    (ValueError, r"^shard must be in \[0, num_shards=2\), got 2",
-     lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 2, unigrams=[1.0, 2.0], num_shards=2, shard=2)),
-    (ValueError, r"^num_shards must be >= 1, got 0",
-     lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 2, unigrams=[1.0, 2.0], num_shards=0)),
-    (ValueError, r"^num_reserved_ids must be >= 0, got -1",
-     lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 2, unigrams=[1.0, 2.0], num_reserved_ids=-1)),
-    (ValueError, r"^range_max must equal the number of weights in this shard \(2\), got 3 \(range is 3 must be equal to weights size 2\)",
-     lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 3, unigrams=[1.0, 2.0])),
-    (ValueError, r"^distortion must keep every weight",
-     lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 2, unigrams=[0.0, 2.0], distortion=-1.0)),
-    (TypeError, r"^sampler must be a LearnedUnigramSampler, got UniformSampler",
-     lambda: torchnce.learned_unigram_candidate_sampler(torch.tensor([[1]]), 1, 1, False, 5, sampler=torchnce.UniformSampler(5))),
-    (ValueError, r"^sampler must have range_max=5, got 6",
-     lambda: torchnce.learned_unigram_candidate_sampler(torch.tensor([[1]]), 1, 1, False, 5, sampler=torchnce.LearnedUnigramSampler(6))),
-    (ValueError, r"^true_classes must hold ids in \[0, 3\), got 3 \(out of range",
-     lambda: torchnce.all_candidate_sampler(torch.tensor([[3]]), 1, 3, True)),
-    (ValueError, r"^ids must hold ids in \[0, 4\), got -1",
-     lambda: torchnce.UniformSampler(4).probability(torch.tensor([-1]))),
-    (TypeError, r"^ids must be an integer tensor",
-     lambda: torchnce.LogUniformSampler(4).probability(torch.tensor([0.5]))),
+    (
+        TypeError,
+        r"^unigrams must be a sequence of floats, got list",
+        lambda: torchnce.FixedUnigramSampler(2, unigrams=["a", "b"]),
+    ),
+    (
+        TypeError,
+        r"^vocab_file must be a path, got int",
+        lambda: torchnce.FixedUnigramSampler(2, vocab_file=3),
+    ),
+    (
+        TypeError,
+        r"^true_classes must be an integer tensor of class ids, got torch.float32",
+        lambda: torchnce.uniform_candidate_sampler(torch.tensor([[1.0]]), 1, 1, False, 5),
+    ),
+    (
+        ValueError,
+        r"^true_classes must be a matrix .*got shape \(2,\)",
+        lambda: torchnce.uniform_candidate_sampler(torch.tensor([1, 2]), 1, 1, False, 5),
+    ),
+    (
+        ValueError,
+        r"^true_classes must have num_true=2 columns, got shape \(1, 3\)",
+        lambda: torchnce.uniform_candidate_sampler(
+            torch.zeros(1, 3, dtype=torch.int64), 2, 1, False, 5
+        ),
+    ),
+    (
+        ValueError,
+        r"^num_sampled must be <= range_max \(5\) when unique=True, got 6 "
+        r"\(Sampler's range is too small",
+        lambda: torchnce.log_uniform_candidate_sampler(torch.tensor([[1]]), 1, 6, True, 5),
+    ),
+    (
+        ValueError,
+        r"^num_sampled must be >= 1, got 0",
+        lambda: torchnce.uniform_candidate_sampler(torch.tensor([[1]]), 1, 0, False, 5),
+    ),
+    (
+        ValueError,
+        r"^num_true must be >= 1, got 0",
+        lambda: torchnce.uniform_candidate_sampler(torch.tensor([[1]]), 0, 1, False, 5),
+    ),
+    (
+        TypeError,
+        r"^unique must be a bool, got int",
+        lambda: torchnce.uniform_candidate_sampler(torch.tensor([[1]]), 1, 1, 1, 5),
+    ),
+    (
+        TypeError,
+        r"^seed must be an int, got str",
+        lambda: torchnce.uniform_candidate_sampler(torch.tensor([[1]]), 1, 1, False, 5, seed="1"),
+    ),
+    (
+        TypeError,
+        r"^generator must be a torch.Generator",
+        lambda: torchnce.uniform_candidate_sampler(
+            torch.tensor([[1]]), 1, 1, False, 5, generator=3
+        ),
+    ),
+    (
+        ValueError,
+        r"^vocab_file or unigrams must be given, got neither "
+        r"\(Must provide either vocab_file or unigrams",
+        lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 5),
+    ),
+    (
+        ValueError,
+        r"^vocab_file and unigrams must not both be given"
+        r".*Must only provide one of vocab_file and unigrams",
+        lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 2, vocab_file="x", unigrams=[1.0, 2.0]),
+    ),
+    (
+        ValueError,
+        r"^unigrams must be finite and >= 0, got a weight -2",
+        lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 3, unigrams=[1.0, -2.0, 3.0]),
+    ),
+    (
+        ValueError,
+        r"^unigrams must have a positive, finite total weight",
+        lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 2, unigrams=[0.0, 0.0]),
+    ),
+    (
+        ValueError,
+        r"^shard must be in \[0, num_shards=2\), got 2",
+        lambda: FIXED(
+            torch.tensor([[1]]), 1, 1, False, 2, unigrams=[1.0, 2.0], num_shards=2, shard=2
+        ),
+    ),
+    (
+        ValueError,
+        r"^num_shards must be >= 1, got 0",
+        lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 2, unigrams=[1.0, 2.0], num_shards=0),
+    ),
+    (
+        ValueError,
+        r"^num_reserved_ids must be >= 0, got -1",
+        lambda: FIXED(
+            torch.tensor([[1]]), 1, 1, False, 2, unigrams=[1.0, 2.0], num_reserved_ids=-1
+        ),
+    ),
+    (
+        ValueError,
+        r"^range_max must equal the number of weights in this shard \(2\), got 3 "
+        r"\(range is 3 must be equal to weights size 2\)",
+        lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 3, unigrams=[1.0, 2.0]),
+    ),
+    (
+        ValueError,
+        r"^distortion must keep every weight",
+        lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 2, unigrams=[0.0, 2.0], distortion=-1.0),
+    ),
+    (
+        TypeError,
+        r"^sampler must be a LearnedUnigramSampler, got UniformSampler",
+        lambda: torchnce.learned_unigram_candidate_sampler(
+            torch.tensor([[1]]), 1, 1, False, 5, sampler=torchnce.UniformSampler(5)
+        ),
+    ),
+    (
+        ValueError,
+        r"^sampler must have range_max=5, got 6",
+        lambda: torchnce.learned_unigram_candidate_sampler(
+            torch.tensor([[1]]), 1, 1, False, 5, sampler=torchnce.LearnedUnigramSampler(6)
+        ),
+    ),
+    (
+        ValueError,
+        r"^true_classes must hold ids in \[0, 3\), got 3 \(out of range",
+        lambda: torchnce.all_candidate_sampler(torch.tensor([[3]]), 1, 3, True),
+    ),
+    (
+        ValueError,
+        r"^ids must hold ids in \[0, 4\), got -1",
+        lambda: torchnce.UniformSampler(4).probability(torch.tensor([-1])),
+    ),
+    (
+        TypeError,
+        r"^ids must be an integer tensor",
+        lambda: torchnce.LogUniformSampler(4).probability(torch.tensor([0.5])),
+    ),
 ]
 
 

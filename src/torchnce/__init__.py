@@ -1,21 +1,25 @@
 """torchnce: TensorFlow's candidate-sampling losses for PyTorch."""
 
+from torchnce._evaluation import full_logits, nce_eval_loss, sampled_softmax_eval_loss, top_k
 from torchnce._hits import compute_accidental_hits
 from torchnce._logits import compute_sampled_logits
 from torchnce._lookup import embedding_lookup
 from torchnce._losses import nce_loss, sampled_softmax_loss
+from torchnce._modules import NCELoss, SampledSoftmaxLoss
+from torchnce._sampler_fixed import FixedUnigramSampler
 from torchnce._sampler_learned import LearnedUnigramSampler
 from torchnce._sampler_ops import (
     all_candidate_sampler,
-    fixed_unigram_candidate_sampler,
-    learned_unigram_candidate_sampler,
     log_uniform_candidate_sampler,
     uniform_candidate_sampler,
+)
+from torchnce._sampler_unigram_ops import (
+    fixed_unigram_candidate_sampler,
+    learned_unigram_candidate_sampler,
 )
 from torchnce._samplers import (
     AllCandidateSampler,
     CandidateSampler,
-    FixedUnigramSampler,
     LogUniformSampler,
     UniformSampler,
 )
@@ -27,6 +31,8 @@ __all__ = [
     "FixedUnigramSampler",
     "LearnedUnigramSampler",
     "LogUniformSampler",
+    "NCELoss",
+    "SampledSoftmaxLoss",
     "SampledValues",
     "UniformSampler",
     "all_candidate_sampler",
@@ -34,9 +40,13 @@ __all__ = [
     "compute_sampled_logits",
     "embedding_lookup",
     "fixed_unigram_candidate_sampler",
+    "full_logits",
     "learned_unigram_candidate_sampler",
     "log_uniform_candidate_sampler",
+    "nce_eval_loss",
     "nce_loss",
+    "sampled_softmax_eval_loss",
     "sampled_softmax_loss",
+    "top_k",
     "uniform_candidate_sampler",
 ]

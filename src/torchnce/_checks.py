@@ -72,12 +72,17 @@ def as_float_tensor(name: str, value: Any, *, device: torch.device | None = None
 def check_ids_in_range(name: str, ids: torch.Tensor, upper: int) -> None:
     """Raise TensorFlow's "out of range" error unless every id lies in ``[0, upper)``.
 
-    Reads the values: one device synchronisation.
+    Reads the values: one device synchronisation. Under ``torch.compile`` the check becomes a
+    runtime assertion of the graph (a ``RuntimeError`` without this message).
     """
     if ids.numel() == 0:
         return
     lo, hi = torch.aminmax(ids)
     lo_v, hi_v = int(lo), int(hi)
+    if torch.compiler.is_compiling():  # a runtime assertion in the graph, no Python branch
+        torch._check(lo_v >= 0, lambda: f"{name} must hold ids >= 0")  # type: ignore[no-untyped-call]
+        torch._check(hi_v < upper, lambda: f"{name} must hold ids < {upper}")  # type: ignore[no-untyped-call]
+        return
     if lo_v < 0 or hi_v >= upper:
         bad = lo_v if lo_v < 0 else hi_v
         raise ValueError(

@@ -16,12 +16,12 @@ from torchnce._chunked import (
     Kind,
     Layout,
     align_biases,
-    chunked_partition,
+    chunked_loss,
     chunked_top_k,
     default_chunk_size,
 )
-from torchnce._logits import compose_logits, linear_logits
-from torchnce._lookup import STRATEGIES, PartitionStrategy, as_shards, check_layout, lookup
+from torchnce._logits import linear_logits
+from torchnce._lookup import STRATEGIES, PartitionStrategy, as_shards, check_layout
 from torchnce._problem import _check_inputs, _check_labels, _check_table
 
 Table = torch.Tensor | list[torch.Tensor]
@@ -125,12 +125,7 @@ def _eval_loss(
     labels = _check_labels(labels, num_true, inputs)
     check_ids_in_range("labels", labels, num_classes)
     chunk = _check_chunk_size(chunk_size, inputs.shape[0])
-    partition = chunked_partition(kind, inputs, w, b, chunk)
-    work, ids = partition.dtype, labels.reshape(-1)
-    rows = lookup(w, ids, num_classes, layout.strategy).to(work)
-    bias_rows = None if b is None else lookup(b, ids, num_classes, layout.strategy).to(work)
-    true_logits = compose_logits(inputs.to(work), rows, bias_rows, None, None, num_true)
-    return (partition - true_logits.mean(dim=1)).to(inputs.dtype)
+    return chunked_loss(kind, inputs, labels, w, b, layout, chunk).to(inputs.dtype)
 
 
 def nce_eval_loss(
@@ -169,7 +164,7 @@ def nce_eval_loss(
         num_true: T.
         partition_strategy: ``"mod"`` or ``"div"``.
         chunk_size: classes per chunk; memory beyond the parameters is about
-            ``B·chunk_size`` elements. None picks ``max(1, 2²² // B)`` (16 MiB of float32).
+            ``B·chunk_size`` elements. None picks ``max(1, 2²¹ // B)`` (8 MiB of float32).
 
     Returns:
         ``[B]`` losses in the dtype of ``inputs``, differentiable (dense gradients).
@@ -229,7 +224,7 @@ def sampled_softmax_eval_loss(
         num_true: T.
         partition_strategy: ``"mod"`` or ``"div"``.
         chunk_size: classes per chunk; memory beyond the parameters is about
-            ``B·chunk_size`` elements. None picks ``max(1, 2²² // B)`` (16 MiB of float32).
+            ``B·chunk_size`` elements. None picks ``max(1, 2²¹ // B)`` (8 MiB of float32).
 
     Returns:
         ``[B]`` losses in the dtype of ``inputs``, differentiable (dense gradients).

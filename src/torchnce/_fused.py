@@ -135,7 +135,8 @@ def fused_sampled_loss(problem: Problem, kind: Kind) -> torch.Tensor:
     weight, w_ids = _table_input(problem, problem.weights, ids)
     bias, b_ids = None, None
     if problem.biases is not None:
-        bias, b_ids = _table_input(problem, problem.biases, ids)
+        # ids of its own: dynamo cannot trace an autograd.Function given one tensor twice
+        bias, b_ids = _table_input(problem, problem.biases, ids.clone())
     loss: torch.Tensor = _FusedSampledLoss.apply(  # type: ignore[no-untyped-call]
         problem.inputs, weight, bias, w_ids, b_ids, log_q_of(problem), problem.hits,
         problem.labels.shape[1], kind, problem.sparse_grad,

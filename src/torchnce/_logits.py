@@ -14,8 +14,13 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def masked_logit(dtype: torch.dtype) -> float:
-    """The logit of a removed accidental hit: TensorFlow's ``-FLT_MAX``, finite in every dtype."""
-    return float(torch.finfo(dtype).min) if dtype in _LOW_PRECISION else -FLT_MAX
+    """What a removed accidental hit adds to its logit: TensorFlow's ``-FLT_MAX``.
+
+    For float16/bfloat16 (where TensorFlow's cast gives -inf, hence NaN losses) it is half the
+    most negative finite value, so that adding it to any logit of magnitude below that stays
+    finite.
+    """
+    return float(torch.finfo(dtype).min) / 2 if dtype in _LOW_PRECISION else -FLT_MAX
 
 
 def linear_logits(
@@ -47,8 +52,8 @@ def compose_logits(
 
     ``rows`` is ``[B·T + S, D]`` and ``bias_rows`` ``[B·T + S]``, both in the dtype of
     ``inputs``; ``log_q`` is ``(log Q(true) [B, T]-broadcastable, log Q(sampled) [S])``.
-    TensorFlow's order: row-wise dots, bias, hit masking, log-Q (hits are masked last, which
-    gives the same numbers since ``-FLT_MAX - log Q`` rounds to ``-FLT_MAX``).
+    TensorFlow's order: row-wise dots, bias, hit masking (adding ``-FLT_MAX``, so the gradient
+    still flows through a masked logit, as in TensorFlow), log-Q.
     """
     batch = inputs.shape[0]
     n_true = batch * num_true
@@ -58,11 +63,12 @@ def compose_logits(
         true_logits = true_logits + bias_rows[:n_true].view(batch, num_true)
     sampled_bias = None if bias_rows is None else bias_rows[n_true:]
     sampled_logits = linear_logits(inputs, sampled_w, sampled_bias)
+    if hits is not None:
+        mask = hits.to(sampled_logits.dtype)
+        sampled_logits = sampled_logits.add(mask, alpha=masked_logit(inputs.dtype))
     if log_q is not None:
         true_logits = true_logits - log_q[0]
         sampled_logits = sampled_logits - log_q[1]
-    if hits is not None:
-        sampled_logits = sampled_logits.masked_fill(hits, masked_logit(inputs.dtype))
     return torch.cat([true_logits, sampled_logits], dim=1)
 
 
@@ -160,12 +166,12 @@ def compute_sampled_logits(
             names the argument).
 
     Note:
-        Unlike TensorFlow, expected counts are cast to the dtype of ``inputs``; removed hits get
-        the dtype's most negative finite value in float16/bfloat16 (TensorFlow's -inf gives NaN
-        losses there); the total rows of ``weights`` and ``biases`` must equal ``num_classes``;
-        with ``remove_accidental_hits`` the candidates must number exactly ``num_sampled``.
-        Hits are masked after the log-Q subtraction rather than before: since
-        ``-FLT_MAX - log Q`` rounds to ``-FLT_MAX``, the result is the same.
+        Unlike TensorFlow, expected counts are cast to the dtype of ``inputs``; in
+        float16/bfloat16 a removed hit adds half the dtype's most negative finite value
+        (TensorFlow's cast of -FLT_MAX gives -inf and NaN losses there); the total rows of
+        ``weights`` and ``biases`` must equal ``num_classes``; with ``remove_accidental_hits``
+        the candidates must number exactly ``num_sampled`` (TensorFlow fails only when a hit
+        lies beyond position ``num_sampled``).
 
     Example:
         >>> import torch, torchnce

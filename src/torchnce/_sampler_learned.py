@@ -1,11 +1,11 @@
 """The learned-unigram sampler: class counts that grow with the true classes seen.
 
 Sampling ``P(k) = w_k / W`` exactly without an O(C) rebuild per call: the weights are split as
-``w = 1 + base + recent``, where ``base`` are the counts at the last compaction (kept as a
+``w = static + recent``, where ``static`` are the counts at the last compaction (kept as a
 cumulative sum) and ``recent`` are the true classes added since (kept as a list). A uniform
-``r`` in ``[0, W)`` maps to ``r`` itself for ``r < C`` (the ones), to a search in the base
-cumulative sum next, and to ``recent[r − C − base_total]`` last. The list is folded into
-``base`` when it outgrows ``max(C, 65536)``, an O(C) step every O(C) updates.
+``r`` in ``[0, W)`` maps to a search in the static cumulative sum when it is below the static
+total, else to ``recent[r − static_total]``. The list is folded into the static part when it
+outgrows ``max(C, 65536)``, an O(C) step every O(C) updates.
 """
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ from typing import Any, final
 import torch
 
 from torchnce._sampler_tables import weight_bins
-from torchnce._samplers import CandidateSampler, _same_device
+from torchnce._samplers import CandidateSampler
 from torchnce._sampling import (
     UNIGRAM_RANGE_LIMIT,
-    Draw,
     check_ids,
     check_range_max,
+    check_same_device,
+    gather,
     sample_values,
+    search_right,
     true_divide_,
     uniform_ints,
-    unique_block,
 )
+from torchnce._sampling_unique import Draw, UniquePlan, unique_plan
 from torchnce._types import SampledValues
 
 
@@ -61,9 +63,11 @@ class LearnedUnigramSampler(CandidateSampler):
         tensor([0.1667, 0.1667, 0.1667, 0.5000])
     """
 
+    range_max: int
     counts: torch.Tensor
     _base_cum: torch.Tensor
     _recent: torch.Tensor
+    _one: torch.Tensor
 
     def __init__(self, range_max: int) -> None:
         super().__init__()
@@ -71,10 +75,13 @@ class LearnedUnigramSampler(CandidateSampler):
         self.register_buffer("counts", torch.ones(self.range_max, dtype=torch.int32))
         self.register_buffer("_base_cum", torch.zeros(0, dtype=torch.int64), persistent=False)
         self.register_buffer("_recent", torch.zeros(0, dtype=torch.int64), persistent=False)
+        self.register_buffer("_one", torch.ones(1, dtype=torch.int32), persistent=False)
         self._recent_len = 0
         self._fold_at = max(self.range_max, 1 << 16)
         self._rebuild()
-        self.register_load_state_dict_post_hook(lambda module, keys: module._rebuild())
+        self.register_load_state_dict_post_hook(  # type: ignore[no-untyped-call]
+            lambda module, keys: module._rebuild()
+        )
 
     @property
     def total(self) -> int:
@@ -86,42 +93,38 @@ class LearnedUnigramSampler(CandidateSampler):
         return self._probability(ids)
 
     def _probability(self, ids: torch.Tensor) -> torch.Tensor:
-        return true_divide_(self.counts[ids].float(), float(self._total))
+        return true_divide_(gather(self.counts, ids).float(), float(self._total))
 
     def _sample(
         self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
     ) -> SampledValues:
-        _same_device("true_classes", tc, self.counts)
-        block = lambda: self._block(num_sampled)  # noqa: E731
+        check_same_device("true_classes", tc, self.counts)
+        block = lambda: self._plan(num_sampled)  # noqa: E731
         values = sample_values(tc, num_sampled, unique, self._draw(gen), self._probability, block)
         self._update(tc.reshape(-1))
         return values
 
     def _draw(self, gen: torch.Generator | None) -> Draw:
-        c, base_total, recent = self.range_max, self._base_total, self._recent_len
+        static, recent = self.range_max + self._base_total, self._recent_len
 
         def draw(n: int) -> torch.Tensor:
             r = uniform_ints(n, self._total, gen, self.counts.device)
-            if base_total == 0 and recent == 0:
-                return r
-            rest = r - c
-            out = torch.where(rest < 0, r, rest)
-            if base_total:
-                found = torch.searchsorted(self._base_cum, rest, right=True)
-                out = torch.where((rest >= 0) & (rest < base_total), found, out)
-            if recent:
-                tail = self._recent[(rest - base_total).clamp_(0, recent - 1)]
-                out = torch.where(rest >= base_total, tail, out)
-            return out
+            head = r if self._base_total == 0 else search_right(self._base_cum, r)
+            if recent == 0:
+                return head
+            tail = self._recent.index_select(0, (r - static).clamp_(0, recent - 1))
+            return torch.where(r < static, head, tail)
 
         return draw
 
     def _update(self, ids: torch.Tensor) -> None:
         """Add the true classes, in order, while ``W`` stays below 2³¹ − 1."""
-        ids = ids[: max(0, min(ids.numel(), UNIGRAM_RANGE_LIMIT - self._total))]
+        room = UNIGRAM_RANGE_LIMIT - self._total
+        if ids.numel() > room:
+            ids = ids[: max(room, 0)]
         if ids.numel() == 0:
             return
-        self.counts.index_add_(0, ids, torch.ones_like(ids, dtype=torch.int32))
+        self.counts.index_add_(0, ids, self._one.expand(ids.numel()))
         self._total += ids.numel()
         end = self._recent_len + ids.numel()
         if end > self._fold_at:
@@ -132,7 +135,7 @@ class LearnedUnigramSampler(CandidateSampler):
             grown = torch.empty(size, dtype=torch.int64, device=self.counts.device)
             grown[: self._recent_len] = self._recent[: self._recent_len]
             self._recent = grown
-        self._recent[self._recent_len : end] = ids
+        self._recent.narrow(0, self._recent_len, ids.numel()).copy_(ids)
         self._recent_len = end
 
     def _fold(self) -> None:
@@ -144,23 +147,27 @@ class LearnedUnigramSampler(CandidateSampler):
     def _rebuild(self) -> None:
         """Recompute everything derived from ``counts`` and the recent classes."""
         recent = self._recent[: self._recent_len]
-        base = self.counts.long() - 1
+        static = self.counts.long()
         if recent.numel():
-            base -= torch.bincount(recent, minlength=self.range_max)
-        if self.counts.shape != (self.range_max,) or bool((base < 0).any()):
+            static -= torch.bincount(recent, minlength=self.range_max)
+        if self.counts.shape != (self.range_max,) or bool((static < 1).any()):
             raise ValueError(
                 f"counts must be {self.range_max} integers >= 1 that include every recent"
                 f" class, got shape {tuple(self.counts.shape)}"
             )
-        self._base_cum = torch.cumsum(base, 0)
-        self._base_total = int(self._base_cum[-1])
+        self._base_cum = torch.cumsum(static, 0)
+        self._base_total = int(self._base_cum[-1]) - self.range_max
+        if self._base_total == 0:
+            self._base_cum = self._base_cum[:0]
         self._total = self.range_max + self._base_total + self._recent_len
-        self._bins = weight_bins(base.double() + 1)
-        self._blocks: dict[int, int] = {}
+        if self._total > UNIGRAM_RANGE_LIMIT:
+            raise ValueError(f"counts must sum to at most {UNIGRAM_RANGE_LIMIT}, got {self._total}")
+        self._bins = weight_bins(static)
+        self._blocks: dict[int, UniquePlan] = {}
 
-    def _block(self, num_sampled: int) -> int:
+    def _plan(self, num_sampled: int) -> UniquePlan:
         if num_sampled not in self._blocks:
-            self._blocks[num_sampled] = unique_block(*self._bins, num_sampled)
+            self._blocks[num_sampled] = unique_plan(*self._bins, num_sampled, self.range_max)
         return self._blocks[num_sampled]
 
     def get_extra_state(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from torchnce._sampling import Draw
+from torchnce._sampling_unique import Draw
 
 _F32_MIN_ULP = 2.0**-149
 _HARD_POWF = int(0.005 * 2**29)  # 0.005 ulp of float32: glibc's powf misrounds within ~0.0016
@@ -110,7 +110,7 @@ def _libm_powf() -> Callable[[float, float], float] | None:
         return None
     fn.restype = ctypes.c_float
     fn.argtypes = [ctypes.c_float, ctypes.c_float]
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def sequential_sum_f32(w: torch.Tensor) -> float:
@@ -183,19 +183,23 @@ def alias_table(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     is_light = mass < one
     light = torch.nonzero(is_light).flatten()
     heavy = torch.nonzero(~is_light).flatten()
-    light_mass = mass[light]
+    light_mass = mass.index_select(0, light)
     need = torch.sub(one, light_mass)
     deficit = torch.cumsum(need, 0)
-    surplus = torch.cumsum(mass[heavy].sub_(one), 0)
+    surplus = torch.cumsum(mass.index_select(0, heavy).sub_(one), 0)
     alias = torch.arange(n, device=w.device)
     threshold = torch.full((n,), float(one), dtype=torch.float64, device=w.device)
     pair = torch.searchsorted(surplus, deficit - need).clamp_(max=heavy.numel() - 1)
-    alias[light] = heavy[pair]
-    threshold[light] = light_mass.double()
+    alias.index_copy_(0, light, heavy.index_select(0, pair))
+    threshold.index_copy_(0, light, light_mass.double())
     spent = torch.searchsorted(deficit, surplus[:-1], right=True)
     done = torch.nonzero(spent < light.numel()).flatten()
-    alias[heavy[done]] = heavy[done + 1]
-    threshold[heavy[done]] = (surplus[done] + one - deficit[spent[done]]).double()
+    emptied = heavy.index_select(0, done)
+    alias.index_copy_(0, emptied, heavy.index_select(0, done + 1))
+    left = (
+        surplus.index_select(0, done) + one - deficit.index_select(0, spent.index_select(0, done))
+    )
+    threshold.index_copy_(0, emptied, left.double())
     columns = torch.arange(n, dtype=torch.float64, device=w.device)
     return threshold.div_(one).add_(columns), alias
 
@@ -209,7 +213,8 @@ def alias_draw(
     def draw(n: int) -> torch.Tensor:
         u = torch.rand(n, dtype=torch.float64, generator=generator, device=threshold.device)
         column = u.mul_(size).to(torch.int64).clamp_(max=size - 1)
-        return torch.where(u < threshold[column], column, alias[column])
+        keep = u < threshold.index_select(0, column)
+        return torch.where(keep, column, alias.index_select(0, column))
 
     return draw
 

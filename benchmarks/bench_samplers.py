@@ -1,0 +1,176 @@
+"""Candidate samplers: torchnce against TensorFlow 2.21, side by side in one run.
+
+For every sampler, C in {1e5, 1e6, 1e7}, S in {64, 1024, 8192} and unique in {False, True}
+it times one call (true classes: B = 512, T = 1) and prints the median microseconds of each
+library and the ratio TF / torchnce. TensorFlow is timed both eagerly and inside a
+``tf.function``; the faster of the two is reported, with which one it was. TensorFlow runs in
+a worker process, driven config by config from this one: in one process its thread pools
+spin while torch's OpenMP threads wait, which slowed torch's ops by up to 50x here.
+
+torchnce is timed through its TensorFlow-named functions (the learned sampler with
+``sampler=``), except the fixed-unigram sampler, whose function looks its table up by value
+(O(C) per call): there ``FixedUnigramSampler.sample`` is timed, and TensorFlow's op inside
+``tf.function`` (eagerly it converts its C-float attribute every call). The script also times
+building a fixed-unigram table over 1e7 classes.
+
+    python benchmarks/bench_samplers.py            # the full grid (about 15 minutes)
+    python benchmarks/bench_samplers.py --quick    # a smoke run (about a minute)
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import torch
+
+import torchnce
+
+BATCH = 512
+KINDS = ["uniform", "log_uniform", "learned_unigram", "fixed_unigram"]
+
+
+def median_us(fn: Callable[[], object], budget_s: float, rounds: int = 7) -> float:
+    """Median over ``rounds`` of the mean time of one call, in microseconds."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-6)
+    calls = max(1, int(budget_s / rounds / once))
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def unigrams(num_classes: int) -> np.ndarray:
+    """Zipf-like word counts, the typical input of a fixed-unigram sampler."""
+    rng = np.random.default_rng(0)
+    return np.floor(rng.random(num_classes) ** -1.2).astype(np.float64)
+
+
+def labels(num_classes: int) -> np.ndarray:
+    return np.random.default_rng(num_classes).integers(0, num_classes, (BATCH, 1))
+
+
+def tf_call(tf: Any, kind: str, c: int, s: int, unique: bool, w: list[float]) -> Callable[[], Any]:
+    """One TensorFlow sampler call, eager."""
+    tc = tf.constant(labels(c), tf.int64)
+    if kind == "fixed_unigram":
+        fixed = tf.random.fixed_unigram_candidate_sampler
+        return lambda: fixed(tc, 1, s, unique, c, distortion=0.75, unigrams=w)
+    fn = getattr(tf.random, f"{kind}_candidate_sampler")
+    return lambda: fn(tc, 1, s, unique, c)
+
+
+def tf_worker(conn: Connection) -> None:
+    """Time TensorFlow's samplers for the configurations sent over ``conn``."""
+    import tensorflow as tf
+
+    conn.send(tf.__version__)
+    weights: dict[int, list[float]] = {}
+    while (job := conn.recv()) is not None:
+        kind, c, s, unique, budget = job
+        w = weights.setdefault(c, unigrams(c).tolist()) if kind == "fixed_unigram" else []
+        eager = tf_call(tf, kind, c, s, unique, w)
+        t_graph = median_us(tf.function(eager), budget)
+        t_eager = float("inf") if kind == "fixed_unigram" else median_us(eager, budget)
+        conn.send((t_eager, t_graph))
+    build = conn.recv()
+    graph = tf.function(tf_call(tf, "fixed_unigram", build, 1, False, unigrams(build).tolist()))
+    start = time.perf_counter()
+    graph()  # tracing plus the kernel's first run, which builds TensorFlow's table
+    conn.send(time.perf_counter() - start)
+
+
+def torch_call(
+    kind: str, tc: torch.Tensor, s: int, unique: bool, c: int, table: Any
+) -> Callable[[], object]:
+    """One torchnce sampler call."""
+    g = torch.Generator().manual_seed(0)
+    if kind == "fixed_unigram":
+        return lambda: table.sample(tc, s, unique=unique, generator=g)
+    if kind == "learned_unigram":
+        sampler = torchnce.LearnedUnigramSampler(c)
+        return lambda: torchnce.learned_unigram_candidate_sampler(
+            tc, 1, s, unique, c, generator=g, sampler=sampler
+        )
+    fn = getattr(torchnce, f"{kind}_candidate_sampler")
+    return lambda: fn(tc, 1, s, unique, c, generator=g)
+
+
+def run(conn: Connection, sizes: list[int], samples: list[int], budget: float) -> None:
+    for c in sizes:
+        tc = torch.from_numpy(labels(c))
+        for kind in KINDS:
+            table = None
+            if kind == "fixed_unigram":
+                weights = torch.from_numpy(unigrams(c))
+                table = torchnce.FixedUnigramSampler(c, distortion=0.75, unigrams=weights)
+            for s in samples:
+                for unique in (False, True):
+                    t_ours = median_us(torch_call(kind, tc, s, unique, c, table), budget)
+                    conn.send((kind, c, s, unique, budget))
+                    t_eager, t_graph = conn.recv()
+                    t_tf, how = min((t_eager, "eager"), (t_graph, "tf.function"))
+                    print(
+                        f"| {kind} | {c:.0e} | {s} | {unique} | {t_tf:,.0f} ({how}) | {t_ours:,.0f}"
+                        f" | {t_tf / t_ours:.1f}× |",
+                        flush=True,
+                    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if args.quick:
+        sizes, samples, budget, build = [100_000], [64, 1024], 0.05, 100_000
+    else:
+        sizes, samples, budget = [100_000, 1_000_000, 10_000_000], [64, 1024, 8192], 0.3
+        build = 10_000_000
+    ctx = mp.get_context("spawn")
+    conn, child = ctx.Pipe()
+    worker = ctx.Process(target=tf_worker, args=(child,), daemon=True)
+    worker.start()
+    tf_version = conn.recv()
+    print(
+        f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPUs,"
+        f" torch {torch.__version__} ({torch.get_num_threads()} threads),"
+        f" tensorflow {tf_version}, python {sys.version.split()[0]}"
+    )
+    print(f"# median µs per call, B={BATCH}, T=1\n")
+    print("| sampler | C | S | unique | TensorFlow µs | torchnce µs | TF / torchnce |")
+    print("|---|---|---|---|---|---|---|")
+    run(conn, sizes, samples, budget)
+    conn.send(None)
+    weights = torch.from_numpy(unigrams(build))
+    start = time.perf_counter()
+    torchnce.FixedUnigramSampler(build, distortion=0.75, unigrams=weights)
+    ours = time.perf_counter() - start
+    conn.send(build)
+    theirs = conn.recv()
+    worker.join()
+    print(
+        f"\nfixed-unigram table over {build:.0e} classes: torchnce {ours:.2f} s,"
+        f" TensorFlow (first tf.function call) {theirs:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
