@@ -493,10 +493,12 @@ def test_learned_total_is_capped():
 @pytest.mark.parametrize("unique", [False, True])
 def test_learned_state_dict_resumes_identically(unique):
     range_max, rng = 300, np.random.default_rng(8)
-    batches = [torch.from_numpy(rng.integers(0, range_max, (n, 2))) for n in (50, 40_000, 30, 20)]
+    sizes = (50, 530_000, 30, 20)  # the second batch passes the fold threshold of 2^20 classes
+    batches = [torch.from_numpy(rng.integers(0, range_max, (n, 2))) for n in sizes]
     a, g = torchnce.LearnedUnigramSampler(range_max), gen(9)
     a.sample(batches[0], 16, unique=unique, generator=g)
     a.sample(batches[1], 16, unique=unique, generator=g)  # folds the recent classes
+    assert a.state_dict()["_extra_state"]["recent"].numel() == 0  # folded
     a.sample(batches[2], 16, unique=unique, generator=g)
     buffer = io.BytesIO()
     torch.save(a.state_dict(), buffer)
@@ -514,9 +516,10 @@ def test_learned_state_dict_resumes_identically(unique):
 
 
 def test_learned_draws_fit_after_folding():
-    # Past the fold threshold (65,536 recent classes) the base cumulative sum takes over.
+    # Past the fold threshold (2^20 recent classes) the static cumulative sum takes over.
     sampler = torchnce.LearnedUnigramSampler(40)
-    sampler.sample((torch.arange(70_000) % 40 // 8)[:, None], 1, generator=gen(12))
+    sampler.sample((torch.arange(1_100_000) % 40 // 8)[:, None], 1, generator=gen(12))
+    assert sampler.state_dict()["_extra_state"]["recent"].numel() == 0  # folded
     sampler.sample(torch.full((500, 1), 39), 1, generator=gen(13))  # and a recent tail
     out = sampler.sample(torch.tensor([[0]]), 100_000, unique=False, generator=gen(14))
     observed = torch.bincount(out.sampled_candidates, minlength=40).double()
@@ -650,6 +653,16 @@ def test_all_sampler_probability_is_undefined():
 
 FIXED = torchnce.fixed_unigram_candidate_sampler
 ERRORS = [
+    (
+        TypeError,
+        r"^distortion must be a float, got str",
+        lambda: FIXED(torch.tensor([[1]]), 1, 1, False, 2, unigrams=[1.0, 2.0], distortion="1"),
+    ),
+    (
+        ValueError,
+        r"^distortion must be finite, got inf",
+        lambda: torchnce.FixedUnigramSampler(2, unigrams=[1.0, 2.0], distortion=math.inf),
+    ),
     (
         TypeError,
         r"^unigrams must be a sequence of floats, got list",

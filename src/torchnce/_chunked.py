@@ -103,32 +103,30 @@ def _chunk_logits(
     return linear_logits(x, rows, bias_rows, out=out)
 
 
-def _reduce_chunk(kind: Kind, total: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
-    """Fold one chunk of base-2 logits ``ℓ·log₂e`` into the running per-row total (in bits).
+def _logit_inputs(kind: Kind, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``(inputs, bias scale)`` of the chunk logits: natural units for the sigmoid loss, bits
+    (``y = ℓ·log₂e``) for the softmax, whose ``lse(ℓ) = ln 2 · log₂ Σ 2^y`` then needs
+    ``exp2``, about three times cheaper than ``exp`` on CPU."""
+    return (x, 1.0) if kind == "nce" else (x * LOG2E, LOG2E)
 
-    ``Σ softplus(ℓ) = ln 2 · Σ log₂(1 + 2^{ℓ log₂e})`` and ``lse(ℓ) = ln 2 · log₂ Σ 2^{ℓ log₂e}``:
-    the same sums in base 2, where ``exp2`` is several times cheaper than ``exp`` on CPU.
-    Overwrites ``bits``.
-    """
-    if kind == "nce":  # log₂(1 + 2^y) = logaddexp2(y, 0), exact for every y
-        zero = bits.new_zeros(())
-        return total.add_(torch.logaddexp2(bits, zero, out=bits).sum(dim=1))
-    top = bits.amax(dim=1, keepdim=True)  # in place: faster than torch.logsumexp
-    chunk_lse = bits.sub_(top).exp2_().sum(dim=1).log2_().add_(top.squeeze(1))
+
+def _reduce_chunk(kind: Kind, total: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Fold one chunk into the running per-row total: ``Σ softplus(ℓ)`` ("nce") or
+    ``log₂ Σ 2^y`` ("softmax", in bits). Overwrites ``logits``."""
+    if kind == "nce":  # softplus(ℓ) = logaddexp(ℓ, 0), exact for every ℓ
+        zero = logits.new_zeros(())
+        return total.add_(torch.logaddexp(logits, zero, out=logits).sum(dim=1))
+    top = logits.amax(dim=1, keepdim=True)  # in place: faster than torch.logsumexp
+    chunk_lse = logits.sub_(top).exp2_().sum(dim=1).log2_().add_(top.squeeze(1))
     return torch.logaddexp2(total, chunk_lse)
 
 
 def _chunk_grad(kind: Kind, logits: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """``dL/dℓ`` of one chunk, overwriting it: ``σ(ℓ)`` from natural logits ("nce"), or
-    ``softmax(ℓ) = 2^{y − lse₂}`` from base-2 logits ``y`` and the total in bits ("softmax")."""
+    """``dL/dℓ`` of one chunk, overwriting it: ``σ(ℓ)`` ("nce"), or
+    ``softmax(ℓ) = 2^{y − lse₂}`` from logits and total in bits ("softmax")."""
     if kind == "nce":
         return logits.sigmoid_()
     return logits.sub_(total.unsqueeze(1)).exp2_()
-
-
-def _grad_inputs(kind: Kind, x: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """``(inputs, bias scale)`` of the backward's logits: natural for σ, in bits for softmax."""
-    return (x, 1.0) if kind == "nce" else (x * LOG2E, LOG2E)
 
 
 def _true_logits(
@@ -167,16 +165,17 @@ class _ChunkedLoss(torch.autograd.Function):
     ) -> torch.Tensor:
         weights, biases = tables[: len(layout.sizes)], tables[len(layout.sizes) :]
         x = inputs.to(work_dtype(inputs.dtype))
-        x_bits, buffer = x * LOG2E, x.new_empty(x.shape[0] * chunk_size)
-        total = x.new_full((x.shape[0],), 0.0 if kind == "nce" else -torch.inf)  # in bits
+        (x_in, bias_scale), buffer = _logit_inputs(kind, x), x.new_empty(x.shape[0] * chunk_size)
+        total = x.new_full((x.shape[0],), 0.0 if kind == "nce" else -torch.inf)
         for p, start, stop in chunks(weights, chunk_size):
             bias = biases[p] if biases else None
-            bits = _chunk_logits(x_bits, weights[p], bias, start, stop, buffer, LOG2E)
-            total = _reduce_chunk(kind, total, bits)
+            logits = _chunk_logits(x_in, weights[p], bias, start, stop, buffer, bias_scale)
+            total = _reduce_chunk(kind, total, logits)
         true_logits, rows = _true_logits(x, labels, weights, biases, layout)
         ctx.save_for_backward(inputs, total, labels, rows, *tables)
         ctx.kind, ctx.chunk_size, ctx.layout = kind, chunk_size, layout
-        return total * LN2 - true_logits.mean(dim=1)
+        partition = total if kind == "nce" else total * LN2
+        return partition - true_logits.mean(dim=1)
 
     @staticmethod
     @once_differentiable
@@ -190,7 +189,7 @@ class _ChunkedLoss(torch.autograd.Function):
                  for t, need in zip(tables, ctx.needs_input_grad[5:], strict=True)]
         w_grads, b_grads = grads[:num_shards], grads[num_shards:]
         buffer = x.new_empty(batch * ctx.chunk_size)
-        x_in, bias_scale = _grad_inputs(ctx.kind, x)
+        x_in, bias_scale = _logit_inputs(ctx.kind, x)
         for p, start, stop in chunks(weights, ctx.chunk_size):
             bias = biases[p] if biases else None
             logits = _chunk_logits(x_in, weights[p], bias, start, stop, buffer, bias_scale)

@@ -49,14 +49,14 @@ def log_uniform_draw(
     The result can reach ``range_max`` only by rounding (probability < 2⁻⁵⁰); TensorFlow then
     takes it modulo ``range_max`` (giving 0), torchnce clamps it (giving ``range_max − 1``).
     """
-    log2_range = math.log2(range_max + 1)
+    log_range = math.log1p(range_max)
 
     def draw(n: int) -> torch.Tensor:
         u = torch.rand(n, dtype=torch.float64, generator=generator, device=device)
-        # (C+1)^u = exp2(u·log2(C+1)); exp2 rather than exp, whose kernel goes parallel at
-        # ~500 elements and stalls for milliseconds on a busy CPU. x >= 1, so x - 1 is exact.
-        x = torch.exp2(u.mul_(log2_range))
-        return x.sub_(1.0).to(torch.int64).clamp_(max=range_max - 1)
+        # ⌊expm1(x)⌋ = ⌊exp(x)⌋ − 1 but for rounding at integers (probability ~2⁻⁵²); expm1
+        # also avoids exp's kernel, which goes parallel at ~500 elements and then stalls
+        # for milliseconds on a busy CPU.
+        return torch.expm1(u.mul_(log_range)).to(torch.int64).clamp_(max=range_max - 1)
 
     return draw
 

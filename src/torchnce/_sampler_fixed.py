@@ -156,10 +156,7 @@ def _fixed_weights(
     unigrams: torch.Tensor | Sequence[float],
 ) -> tuple[torch.Tensor, float]:
     """Validate the fixed-unigram configuration and build its weights (tf-semantics.md §6.8)."""
-    if isinstance(distortion, bool) or not isinstance(distortion, (int, float)):
-        raise TypeError(f"distortion must be a float, got {type(distortion).__name__}")
-    if not math.isfinite(distortion):
-        raise ValueError(f"distortion must be finite, got {distortion}")
+    distortion = check_distortion(distortion)
     num_reserved_ids = check_int("num_reserved_ids", num_reserved_ids, minimum=0)
     num_shards = check_int("num_shards", num_shards, minimum=1)
     shard = check_int("shard", shard, minimum=0)
@@ -192,3 +189,12 @@ def _fixed_weights(
             " with a zero weight; use distortion >= 0"
         )
     return w, total
+
+
+def check_distortion(distortion: object) -> float:
+    """Return ``distortion`` as a finite float."""
+    if isinstance(distortion, bool) or not isinstance(distortion, (int, float)):
+        raise TypeError(f"distortion must be a float, got {type(distortion).__name__}")
+    if not math.isfinite(distortion):
+        raise ValueError(f"distortion must be finite, got {distortion}")
+    return float(distortion)

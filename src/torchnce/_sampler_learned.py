@@ -5,7 +5,7 @@ Sampling ``P(k) = w_k / W`` exactly without an O(C) rebuild per call: the weight
 cumulative sum) and ``recent`` are the true classes added since (kept as a list). A uniform
 ``r`` in ``[0, W)`` maps to a search in the static cumulative sum when it is below the static
 total, else to ``recent[r − static_total]``. The list is folded into the static part when it
-outgrows ``max(C, 65536)``, an O(C) step every O(C) updates.
+outgrows ``max(C, 2²⁰)``, an O(C) step every O(C) updates.
 """
 
 from __future__ import annotations
@@ -74,10 +74,10 @@ class LearnedUnigramSampler(CandidateSampler):
         self.range_max = check_range_max(range_max, unigram=True)
         self.register_buffer("counts", torch.ones(self.range_max, dtype=torch.int32))
         self.register_buffer("_base_cum", torch.zeros(0, dtype=torch.int64), persistent=False)
-        self.register_buffer("_recent", torch.zeros(0, dtype=torch.int64), persistent=False)
+        self.register_buffer("_recent", torch.zeros(0, dtype=torch.int32), persistent=False)
         self.register_buffer("_one", torch.ones(1, dtype=torch.int32), persistent=False)
         self._recent_len = 0
-        self._fold_at = max(self.range_max, 1 << 16)
+        self._fold_at = max(self.range_max, 1 << 20)
         self._rebuild()
         self.register_load_state_dict_post_hook(  # type: ignore[no-untyped-call]
             lambda module, keys: module._rebuild()
@@ -132,25 +132,25 @@ class LearnedUnigramSampler(CandidateSampler):
             return
         if end > self._recent.numel():
             size = min(max(2 * end, 1024), self._fold_at)
-            grown = torch.empty(size, dtype=torch.int64, device=self.counts.device)
+            grown = torch.empty(size, dtype=torch.int32, device=self.counts.device)
             grown[: self._recent_len] = self._recent[: self._recent_len]
             self._recent = grown
         self._recent.narrow(0, self._recent_len, ids.numel()).copy_(ids)
         self._recent_len = end
 
     def _fold(self) -> None:
-        """Fold the recent classes into the base cumulative sum (O(C))."""
+        """Fold the recent classes into the static cumulative sum (O(C))."""
         self._recent_len = 0
         self._recent = self._recent[:0]
-        self._rebuild()
+        self._rebuild(check=False)
 
-    def _rebuild(self) -> None:
-        """Recompute everything derived from ``counts`` and the recent classes."""
+    def _rebuild(self, *, check: bool = True) -> None:
+        """Recompute what is derived from ``counts`` and the recent classes (four O(C) ops)."""
         recent = self._recent[: self._recent_len]
         static = self.counts.long()
         if recent.numel():
             static -= torch.bincount(recent, minlength=self.range_max)
-        if self.counts.shape != (self.range_max,) or bool((static < 1).any()):
+        if check and (self.counts.shape != (self.range_max,) or bool((static < 1).any())):
             raise ValueError(
                 f"counts must be {self.range_max} integers >= 1 that include every recent"
                 f" class, got shape {tuple(self.counts.shape)}"
@@ -162,17 +162,22 @@ class LearnedUnigramSampler(CandidateSampler):
         self._total = self.range_max + self._base_total + self._recent_len
         if self._total > UNIGRAM_RANGE_LIMIT:
             raise ValueError(f"counts must sum to at most {UNIGRAM_RANGE_LIMIT}, got {self._total}")
-        self._bins = weight_bins(static)
         self._blocks: dict[int, UniquePlan] = {}
 
     def _plan(self, num_sampled: int) -> UniquePlan:
+        """The unique-sampling plan from the static counts (a function of the state alone)."""
         if num_sampled not in self._blocks:
-            self._blocks[num_sampled] = unique_plan(*self._bins, num_sampled, self.range_max)
+            if self._base_total == 0:  # all static counts are 1: uniform
+                p = torch.tensor([1.0 / self.range_max], dtype=torch.float64)
+                bins = (p, torch.tensor([float(self.range_max)], dtype=torch.float64))
+            else:
+                bins = weight_bins(torch.diff(self._base_cum, prepend=self._base_cum[:1] * 0))
+            self._blocks[num_sampled] = unique_plan(*bins, num_sampled, self.range_max)
         return self._blocks[num_sampled]
 
     def get_extra_state(self) -> dict[str, Any]:
         """The classes added since the last compaction, in order (fixes the id mapping)."""
-        return {"recent": self._recent[: self._recent_len].clone()}
+        return {"recent": self._recent[: self._recent_len].long()}
 
     def set_extra_state(self, state: Any) -> None:
         recent = state.get("recent") if isinstance(state, dict) else None
@@ -181,5 +186,6 @@ class LearnedUnigramSampler(CandidateSampler):
                 "state_dict must hold a 1-D 'recent' tensor in the sampler's extra state,"
                 f" got {type(recent).__name__}"
             )
-        self._recent = check_ids(recent, self.range_max).to(self.counts.device).clone()
+        ids = check_ids(recent, self.range_max)
+        self._recent = ids.to(device=self.counts.device, dtype=torch.int32)
         self._recent_len = self._recent.numel()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from torchnce._sampler_fixed import FixedUnigramSampler
+from torchnce._sampler_fixed import FixedUnigramSampler, check_distortion
 from torchnce._sampler_learned import LearnedUnigramSampler
 from torchnce._sampling import check_sampler_args, check_true_classes, resolve_generator
 from torchnce._types import SampledValues
@@ -200,7 +200,7 @@ def _fixed_sampler(
         raise TypeError(
             f"unigrams must be a sequence of floats, got {type(unigrams).__name__}"
         ) from err
-    config = (path, distortion, num_reserved_ids, num_shards, shard, weights)
+    config = (path, check_distortion(distortion), num_reserved_ids, num_shards, shard, weights)
     key = (range_max, stamp, device, *config)
     sampler = _FIXED_SAMPLERS.pop(key, None)
     if sampler is None:

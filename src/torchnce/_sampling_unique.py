@@ -62,7 +62,7 @@ def draw_unique(draw: Draw, num_sampled: int, plan: UniquePlan) -> tuple[torch.T
     seen: torch.Tensor | None = None
     found: list[torch.Tensor] = []
     have, tries = 0, 0
-    size = num_sampled if plan.quick else max(plan.block, num_sampled)
+    size = num_sampled if plan.quick else min(max(plan.block, num_sampled), _MAX_BLOCK)
     try:
         while True:
             if tries + size >= _EMPTY:
@@ -80,11 +80,23 @@ def draw_unique(draw: Draw, num_sampled: int, plan: UniquePlan) -> tuple[torch.T
                 found.append(x.index_select(0, first[:need]))
                 return torch.cat(found), tries + int(first[need - 1]) + 1
             found.append(x.index_select(0, first))
-            have, tries, size = have + first.numel(), tries + size, max(plan.block, num_sampled)
+            have, tries = have + first.numel(), tries + size
+            size = _next_block(plan.block, size, first.numel(), num_sampled - have)
     finally:
         if seen is not None:
             for x in blocks:
                 seen.index_fill_(0, x, _EMPTY)
+
+
+def _next_block(planned: int, size: int, fresh: int, need: int) -> int:
+    """The next block after one of ``size`` draws gave ``fresh`` new ids and ``need`` remain.
+
+    New ids only get rarer, so 1.5x the rate seen so far is a floor; a function of the draws
+    alone, so seeded runs stay reproducible.
+    """
+    if fresh == 0:
+        return min(max(planned, 16 * size), _MAX_BLOCK)
+    return min(max(planned, math.ceil(1.5 * need * size / fresh) + 16), _MAX_BLOCK)
 
 
 def _scratch(range_max: int, device: torch.device) -> torch.Tensor:
