@@ -169,6 +169,21 @@ def test_float32_matches_float64_recipe(loss):
 
 
 @pytest.mark.parametrize("loss", ["nce", "softmax"])
+@pytest.mark.parametrize("chunk_size", [7, 4096])
+def test_float32_many_small_terms(loss, chunk_size):
+    # 20,000 logits near -10 (each softplus ≈ e^-10 ≈ 4.5e-5, together ≈ 0.9) and true classes
+    # near 0: the small terms must all be kept, and thousands of chunks must add no rounding.
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(20_000, D, generator=g) * 0.1
+    labels = torch.randint(0, 20_000, (B, 1), generator=g)
+    b = torch.full((20_000,), -10.0).index_fill_(0, labels[:, 0], 0.0)
+    x = torch.randn(B, D, generator=g)
+    out = EVAL[loss](w, b, labels, x, 20_000, chunk_size=chunk_size)
+    expected = EVAL[loss](w.double(), b.double(), labels, x.double(), 20_000)
+    torch.testing.assert_close(out, expected.float())
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_computed_in_float32(loss, dtype):
     w, b, labels, x = (t.to(dtype) if t.is_floating_point() else t for t in case(2, seed=6))

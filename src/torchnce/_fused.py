@@ -135,8 +135,9 @@ def fused_sampled_loss(problem: Problem, kind: Kind) -> torch.Tensor:
     weight, w_ids = _table_input(problem, problem.weights, ids)
     bias, b_ids = None, None
     if problem.biases is not None:
-        # ids of its own: dynamo cannot trace an autograd.Function given one tensor twice
-        bias, b_ids = _table_input(problem, problem.biases, ids.clone())
+        # dynamo cannot trace an autograd.Function given one tensor twice: a copy when compiling
+        b_ids_in = ids.clone() if torch.compiler.is_compiling() else ids
+        bias, b_ids = _table_input(problem, problem.biases, b_ids_in)
     loss: torch.Tensor = _FusedSampledLoss.apply(  # type: ignore[no-untyped-call]
         problem.inputs, weight, bias, w_ids, b_ids, log_q_of(problem), problem.hits,
         problem.labels.shape[1], kind, problem.sparse_grad,

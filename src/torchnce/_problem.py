@@ -21,7 +21,8 @@ from torchnce._checks import (
 )
 from torchnce._hits import hit_mask
 from torchnce._lookup import STRATEGIES, as_shards, check_layout
-from torchnce._sampler_ops import log_uniform_candidate_sampler
+from torchnce._sampler_dists import log_uniform_values
+from torchnce._sampling import resolve_generator
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,10 @@ def prepare(
                 f"num_sampled must be <= num_classes={num_classes} for the default unique "
                 f"sampler, got {num_sampled} (Sampler's range is too small)"
             )
-        sampled, true_count, sampled_count = log_uniform_candidate_sampler(
-            labels, num_true, num_sampled, True, num_classes, seed=seed, generator=generator)
+        # The labels are validated above: call the sampler's core, not its public function.
+        gen = resolve_generator(seed, generator, labels.device)
+        sampled, true_count, sampled_count = log_uniform_values(
+            labels, num_sampled, True, num_classes, gen)
     else:
         sampled, true_count, sampled_count = _check_sampled_values(
             sampled_values, num_classes, labels)
