@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import math
 import os
 import platform
 import statistics
@@ -106,6 +107,33 @@ def torch_nce_step(shape: tuple[int, ...], data: dict[str, np.ndarray], *, spars
         opt.step()
 
     del batch
+    return step
+
+
+def torch_floor_step(shape: tuple[int, ...], data: dict[str, np.ndarray]) -> Step:
+    """A lower bound for any eager PyTorch step of this shape, not a usable loss.
+
+    No validation, a non-unique closed-form log-uniform draw, the true logits left out (only
+    ``inputs @ W[sampled].T + b`` and its sigmoid loss), plain autograd, the same sparse SGD.
+    Its time is what eager dispatch alone costs at this shape.
+    """
+    _, _, num_classes, num_sampled, _ = shape
+    weights = torch.tensor(data["weights"], requires_grad=True)
+    biases = torch.tensor(data["biases"], requires_grad=True)
+    inputs = torch.tensor(data["inputs"], requires_grad=True)
+    opt = torch.optim.SGD([weights, biases], lr=LR)
+    log_range = math.log1p(num_classes)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        inputs.grad = None
+        u = torch.rand(num_sampled, dtype=torch.float64)
+        ids = torch.expm1(u.mul_(log_range)).long()
+        rows = F.embedding(ids, weights, sparse=True)
+        logits = torch.addmm(F.embedding(ids, biases.unsqueeze(1)).squeeze(1), inputs, rows.t())
+        F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits)).backward()
+        opt.step()
+
     return step
 
 
@@ -329,6 +357,7 @@ def main() -> None:
             "tf scatter_sub": tf_nce_step(shape, data, keras=False),
         }
         if i == 0:
+            steps["eager floor"] = torch_floor_step(shape, data)
             steps["softmax cross_entropy"] = torch_softmax_step(data, chunked=False)
             steps["softmax linear_cross_entropy"] = torch_softmax_step(data, chunked=True)
         before = wait_until_quiet(0.0 if quick else ARGS.wait_quiet)
@@ -366,7 +395,9 @@ def main() -> None:
                 + "\n\nAll variants (median ms):\n\n"
                 + "\n".join(notes) + "\n\nFull softmax: the faster of `F.cross_entropy(inputs @ "
                 "W.T + b, labels)` and `F.linear_cross_entropy(..., batch_chunk_size=64)`, "
-                "dense SGD, smallest shape only.\n")
+                "dense SGD, smallest shape only. `eager floor` (smallest shape only): no "
+                "validation, a non-unique closed-form draw, no true logits, plain autograd, "
+                "the same sparse SGD: what eager PyTorch dispatch alone costs at that shape.\n")
         output.write_text(text)
         print(f"\nwritten to {output}")
 

@@ -104,7 +104,7 @@ def _chunk_logits(
     return linear_logits(x, rows, bias_rows, out=out)
 
 
-def _softplus_sum(bits: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
+def _softplus_sum(bits: torch.Tensor) -> torch.Tensor:
     """``Σ_j softplus(ℓ_j)`` per row from base-2 logits ``y = ℓ·log₂e`` ``[B, n]``.
 
     .. math::
@@ -115,11 +115,10 @@ def _softplus_sum(bits: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
     with one ``log1p`` per group of 16 classes instead of one per class: the product minus one,
     ``q``, is merged pairwise as ``q_a + q_b + q_a q_b`` (all terms positive, so tiny ``u`` are
     kept exactly where ``1 + u`` would round them away), and ``exp2`` is several times cheaper
-    than ``exp`` on CPU. Overwrites ``bits``; ``spare`` holds at least ``B·n`` elements.
+    than ``exp`` on CPU. Overwrites ``bits``.
     """
-    rows, width = bits.shape
-    relu = torch.clamp_min(bits, 0.0, out=spare[: rows * width].view(rows, width))
-    total = relu.sum(dim=1).mul_(LN2)
+    width = bits.shape[1]
+    total = torch.relu(bits).sum(dim=1).mul_(LN2)
     q = bits.abs_().neg_().exp2_()
     for _ in range(_PRODUCT_LEVELS):
         half = width // 2
@@ -134,14 +133,12 @@ def _softplus_sum(bits: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
     return total.add_(q[:, :width].log1p_().sum(dim=1))
 
 
-def _reduce_chunk(
-    kind: Kind, total: torch.Tensor, bits: torch.Tensor, spare: torch.Tensor
-) -> torch.Tensor:
+def _reduce_chunk(kind: Kind, total: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     """Fold one chunk of base-2 logits ``y = ℓ·log₂e`` into the running per-row total:
     ``Σ softplus(ℓ)`` ("nce") or ``log₂ Σ 2^y`` ("softmax", in bits; ``lse(ℓ) = ln 2 ·
     log₂ Σ 2^y``). Overwrites ``bits``."""
     if kind == "nce":
-        return total.add_(_softplus_sum(bits, spare))
+        return total.add_(_softplus_sum(bits))
     top = bits.amax(dim=1, keepdim=True)  # in place: faster than torch.logsumexp
     chunk_lse = bits.sub_(top).exp2_().sum(dim=1).log2_().add_(top.squeeze(1))
     return torch.logaddexp2(total, chunk_lse.to(total.dtype))
@@ -204,13 +201,12 @@ class _ChunkedLoss(torch.autograd.Function):
         weights, biases = tables[: len(layout.sizes)], tables[len(layout.sizes) :]
         x = inputs.to(work_dtype(inputs.dtype))
         x_bits, buffer = x * LOG2E, x.new_empty(x.shape[0] * chunk_size)
-        spare = buffer.new_empty(buffer.shape if kind == "nce" else (0,))
         total = torch.full((x.shape[0],), 0.0 if kind == "nce" else -torch.inf,
                            dtype=_accumulator_dtype(x), device=x.device)
         for p, start, stop in chunks(weights, chunk_size):
             bias = biases[p] if biases else None
             bits = _chunk_logits(x_bits, weights[p], bias, start, stop, buffer, LOG2E)
-            total = _reduce_chunk(kind, total, bits, spare)
+            total = _reduce_chunk(kind, total, bits)
         total = total.to(x.dtype)
         true_logits, rows = _true_logits(x, labels, weights, biases, layout)
         ctx.save_for_backward(inputs, total, labels, rows, *tables)
