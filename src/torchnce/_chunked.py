@@ -17,11 +17,10 @@ from typing import Any, Literal
 import torch
 from torch.autograd.function import once_differentiable
 
-from torchnce._logits import compose_logits, linear_logits
+from torchnce._logits import compose_logits, linear_logits, work_dtype
 from torchnce._lookup import lookup, route
 
 Kind = Literal["nce", "softmax"]
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 CHUNK_ELEMENTS = 1 << 21  # default logits per chunk: 8 MiB in float32, L3-sized
 LOG2E, LN2 = 1.4426950408889634, 0.6931471805599453
 _PRODUCT_LEVELS = 4  # softplus sums take one log1p per 2⁴ classes
@@ -30,11 +29,6 @@ _PRODUCT_LEVELS = 4  # softplus sums take one log1p per 2⁴ classes
 def default_chunk_size(batch: int) -> int:
     """Classes per chunk so that a chunk holds about ``CHUNK_ELEMENTS`` logits."""
     return max(1, CHUNK_ELEMENTS // max(batch, 1))
-
-
-def work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the chunks are computed in: float32 for float16/bfloat16, else ``dtype``."""
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,11 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from torchnce._logits import all_ids_of, compose_logits, log_q_of
+from torchnce._logits import all_ids_of, compose_logits, log_q_of, work_dtype
 from torchnce._lookup import lookup
 from torchnce._problem import Problem
 
 Kind = Literal["nce", "softmax"]
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def row_losses(
@@ -78,7 +77,7 @@ class _FusedSampledLoss(torch.autograd.Function):
         kind: Kind,
         sparse: bool,
     ) -> torch.Tensor:
-        work = torch.float32 if inputs.dtype in _LOW_PRECISION else inputs.dtype
+        work = work_dtype(inputs.dtype)
         x, rows = inputs.to(work), _gather(weight, w_ids, work)
         bias_rows = None if bias is None else _gather(bias, b_ids, work)
         log_q_work = (log_q[0].to(work), log_q[1].to(work))

@@ -13,6 +13,11 @@ from torchnce._problem import Problem, prepare
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype losses are computed in: float32 for float16/bfloat16, else ``dtype``."""
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
 def masked_logit(dtype: torch.dtype) -> float:
     """What a removed accidental hit adds to its logit: TensorFlow's ``-FLT_MAX``.
 
