@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from torchnce._logits import all_ids_of, compose_logits, log_q_of, work_dtype
-from torchnce._lookup import lookup
+from torchnce._lookup import lookup, sparse_rows
 from torchnce._problem import Problem
 
 Kind = Literal["nce", "softmax"]
@@ -51,9 +51,7 @@ def _table_grad(
     if ids is None:
         return grad_rows
     if sparse:
-        return torch.sparse_coo_tensor(
-            ids.unsqueeze(0), grad_rows, table.shape, check_invariants=False
-        )
+        return sparse_rows(ids, grad_rows, table.shape)
     return torch.zeros_like(table).index_add_(0, ids, grad_rows)
 
 

@@ -89,6 +89,12 @@ def route(
     return shard, row
 
 
+def sparse_rows(ids: torch.Tensor, rows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A sparse COO gradient of a ``shape`` table holding ``rows`` at the (possibly repeated)
+    1-D ``ids``; repeats are summed by whoever consumes it (optimizers, ``coalesce``)."""
+    return torch.sparse_coo_tensor(ids.unsqueeze(0), rows, shape, check_invariants=False)
+
+
 class _SparseGather(torch.autograd.Function):
     """``params[ids]`` whose gradient is a sparse COO tensor touching only the gathered rows."""
 
@@ -101,10 +107,7 @@ class _SparseGather(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (ids,) = ctx.saved_tensors
-        sparse = torch.sparse_coo_tensor(
-            ids.unsqueeze(0), grad, ctx.params_shape, check_invariants=False
-        )
-        return sparse, None
+        return sparse_rows(ids, grad, ctx.params_shape), None
 
 
 def gather_rows(params: torch.Tensor, ids: torch.Tensor, *, sparse_grad: bool) -> torch.Tensor:
