@@ -4,7 +4,6 @@ import bz2
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch

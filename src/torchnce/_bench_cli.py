@@ -77,12 +77,12 @@ def sampled_step(loss_fn: Any) -> Callable[[dict[str, torch.Tensor], int], Step]
 
 
 def tensorflow_step(data: dict[str, torch.Tensor], num_sampled: int) -> Step:
-    import tensorflow as tf
+    import tensorflow as tf  # type: ignore[import-untyped]
 
     w, b = tf.Variable(data["weights"].numpy()), tf.Variable(data["biases"].numpy())
     x, y = tf.constant(data["inputs"].numpy()), tf.constant(data["labels"].numpy())
 
-    @tf.function
+    @tf.function  # type: ignore[untyped-decorator]
     def step() -> None:
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.compat.v1.nn.nce_loss(

@@ -128,7 +128,7 @@ def _progress(total: int, quiet: bool) -> tuple[Callable[[int, float], None], Ca
     if quiet:
         return (lambda done, loss: None), (lambda: None)
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
     except ImportError:
         marks = iter(range(1, 11))
         next_mark = [next(marks)]

@@ -64,7 +64,7 @@ class WordVectors:
             return Score(float("nan"), 0, len(questions))
         ids = torch.tensor([[self.index[w] for w in q] for q in known])
         correct = 0
-        for part in ids.split(batch):
+        for part in torch.split(ids, batch):
             query = self.unit[part[:, 1]] - self.unit[part[:, 0]] + self.unit[part[:, 2]]
             sims = F.normalize(query, dim=1) @ self.unit.T
             sims.scatter_(1, part[:, :3], -2.0)
@@ -81,10 +81,11 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
-    uniq, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
     first = torch.cumsum(counts, 0) - counts  # 0-based rank of each distinct value's first copy
     mean_rank = first.double() + (counts.double() + 1) / 2
-    return mean_rank[inverse]
+    ranks: torch.Tensor = mean_rank[inverse]
+    return ranks
 
 
 def _similarity_pairs(path: Path) -> list[tuple[str, str, float]]:
@@ -106,7 +107,7 @@ def _similarity_pairs(path: Path) -> list[tuple[str, str, float]]:
 
 
 def _analogy_questions(path: Path) -> list[tuple[str, ...]]:
-    questions = []
+    questions: list[tuple[str, ...]] = []
     for n, line in enumerate(read_lines(path, "analogy"), start=1):
         if not line.strip() or line.startswith(":"):
             continue

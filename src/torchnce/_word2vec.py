@@ -18,8 +18,14 @@ from typing import Literal
 
 import torch
 
-from torchnce._corpus import Corpus, cbow_windows, chunks, keep_probability, skipgram_pairs, \
-    subsample
+from torchnce._corpus import (
+    Corpus,
+    cbow_windows,
+    chunks,
+    keep_probability,
+    skipgram_pairs,
+    subsample,
+)
 from torchnce._losses import nce_loss, negative_sampling_loss, sampled_softmax_loss
 from torchnce._sampler_fixed import FixedUnigramSampler
 from torchnce._samplers import CandidateSampler, LogUniformSampler
@@ -27,7 +33,8 @@ from torchnce._samplers import CandidateSampler, LogUniformSampler
 Model = Literal["skipgram", "cbow"]
 LossName = Literal["neg", "nce", "sampled_softmax"]
 SamplerName = Literal["unigram", "log_uniform"]
-LOSSES = {"neg": negative_sampling_loss, "nce": nce_loss, "sampled_softmax": sampled_softmax_loss}
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "neg": negative_sampling_loss, "nce": nce_loss, "sampled_softmax": sampled_softmax_loss}
 _CHUNK_TOKENS = 50_000
 _MIN_LR_FRACTION = 1e-4  # word2vec's floor: lr never drops below lr0 · 1e-4
 
@@ -119,7 +126,8 @@ class Word2Vec:
         Skip-gram: ``inputs_ids`` is ``[B]`` (the centers). CBOW: ``[B, 2·window]`` context ids
         with ``mask``; the input vector is the mean of the masked context vectors.
         """
-        rows = self.input_vectors[inputs_ids].requires_grad_()
+        rows = self.input_vectors.index_select(0, inputs_ids.reshape(-1))
+        rows = rows.view(*inputs_ids.shape, -1).requires_grad_()
         if mask is None:
             inputs = rows
         else:
