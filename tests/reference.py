@@ -278,10 +278,14 @@ def full_logits(weights: Any, biases: Any, inputs: Any, partition_strategy: str 
 
 
 def scaled_one_hot(labels: Any, num_classes: int) -> np.ndarray:
-    """``one_hot(labels, C)`` summed over a row's T true classes and divided by T (§2 step 15)."""
-    labels = i64(labels)
-    out = np.zeros((len(labels), num_classes))
-    for i, row in enumerate(labels.tolist()):
+    """``one_hot(labels, C)`` summed over a row's T true classes and divided by T (§2 step 15).
+
+    ``labels`` may also be ragged (a list of rows of any lengths, issue 5): a row of n labels
+    gets 1/n per label, a row without labels all zeros.
+    """
+    rows = [list(r) for r in labels] if isinstance(labels, list) else i64(labels).tolist()
+    out = np.zeros((len(rows), num_classes))
+    for i, row in enumerate(rows):
         for c in row:
             out[i, c] += 1.0 / len(row)
     return out
@@ -309,3 +313,120 @@ def sampled_softmax_eval_loss(
         softmax_cross_entropy(lr, zr)
         for lr, zr in zip(logits.tolist(), targets.tolist(), strict=True)
     ])
+
+
+# --- Issue 5: per-example negatives, negative sampling, variable numbers of true labels -------
+
+
+def negative_sampling_loss(*args: Any, **kwargs: Any) -> np.ndarray:
+    """word2vec's NEG: §3.1's row sums of sigmoid cross entropy on §2's logits *without* log-q."""
+    logits, labels = sampled_logits(*args, subtract_log_q=False, **kwargs)
+    return np.array(
+        [
+            sum(sigmoid_cross_entropy(x, z) for x, z in zip(lr, zr, strict=True))
+            for lr, zr in zip(logits.tolist(), labels.tolist(), strict=True)
+        ]
+    )
+
+
+def per_example_oracle(oracle: Any, weights: Any, biases: Any, labels: Any, inputs: Any,
+                       sampled_values: Sequence[Any], num_sampled: int,
+                       **kwargs: Any) -> Any:
+    """Per-example negatives by definition: row ``b`` is the shared-negatives ``oracle`` of that
+    row alone with ``sampled_values = (cands[b], true_count[b], sampled_count[b])``."""
+    labels, inputs, cands = i64(labels), f64(inputs), i64(sampled_values[0])
+    batch = len(inputs)
+    labels = labels.reshape(batch, -1)
+    tc = np.broadcast_to(f64(sampled_values[1]), labels.shape)
+    sc = np.broadcast_to(f64(sampled_values[2]), cands.shape)
+    rows = [oracle(weights, biases, labels[b : b + 1], inputs[b : b + 1],
+                   (cands[b], tc[b : b + 1], sc[b]), num_sampled, **kwargs)
+            for b in range(batch)]
+    if rows and isinstance(rows[0], tuple):
+        return tuple(np.concatenate(parts) for parts in zip(*rows, strict=True))
+    return np.concatenate(rows) if rows else np.zeros(0)
+
+
+def per_example_torch(fn: Any, weights: Any, biases: Any, labels: torch.Tensor,
+                      inputs: torch.Tensor, sampled_values: Sequence[torch.Tensor],
+                      num_sampled: int, num_classes: int, **kwargs: Any) -> Any:
+    """The same loop with torchnce's shared-negatives ``fn`` (autograd, for gradient oracles)."""
+    cands = sampled_values[0]
+    tc = torch.broadcast_to(sampled_values[1], labels.shape)
+    sc = torch.broadcast_to(sampled_values[2], cands.shape)
+    rows = [fn(weights, biases, labels[b : b + 1], inputs[b : b + 1], num_sampled, num_classes,
+               labels.shape[1], (cands[b], tc[b : b + 1], sc[b]), **kwargs)
+            for b in range(labels.shape[0])]
+    if isinstance(rows[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*rows, strict=True))
+    return torch.cat(rows)
+
+
+def unique_rejection_loop(stream: Sequence[int], num_sampled: int) -> tuple[list[int], int]:
+    """§6.3: consume ``stream`` one draw at a time until ``num_sampled`` distinct ids are seen;
+    the ids in first-seen order and ``num_tries``."""
+    picked: list[int] = []
+    for tries, v in enumerate(stream, start=1):
+        if v not in picked:
+            picked.append(v)
+        if len(picked) == num_sampled:
+            return picked, tries
+    raise ValueError("stream too short")
+
+
+def expected_count_f32(p: Any, num_tries: int, num_sampled: int) -> np.ndarray:
+    """§6.4 in float32, ``log1p``/``expm1`` in double then rounded (within 1 ulp of glibc)."""
+    p = np.asarray(p, np.float32)
+    if num_tries == num_sampled:
+        return p * np.float32(num_sampled)
+    log_miss = np.log1p(-p.astype(np.float64)).astype(np.float32) * np.float32(num_tries)
+    return (-np.expm1(log_miss.astype(np.float64))).astype(np.float32)
+
+
+def log_uniform_p(ids: Any, range_max: int) -> np.ndarray:
+    """§6.6: ``fl32(log((k + 2) / (k + 1)) / log1p(range))`` in double."""
+    k = i64(ids).astype(np.float64)
+    return (np.log((k + 2.0) / (k + 1.0)) / math.log1p(range_max)).astype(np.float32)
+
+
+def negatives_only(kind: str, weights: Any, biases: Any, x_row: Any, cands: Any,
+                   sampled_count: Any, partition_strategy: str = "mod") -> float:
+    """The documented loss of a row without labels: targets all 0, so sampled softmax gives 0
+    and NCE / NEG the sigmoid cross entropy of the negatives alone (NCE with log-q)."""
+    if kind == "softmax":
+        return 0.0
+    w_shards, b_shards = as_shards(weights), as_shards(biases)
+    total = 0.0
+    for c, q in zip(i64(cands).reshape(-1).tolist(), f64(sampled_count).reshape(-1).tolist(),
+                    strict=True):
+        w = lookup_row(w_shards, c, partition_strategy)
+        logit = sum(float(xd) * float(wd) for xd, wd in zip(f64(x_row), w, strict=True))
+        logit += float(lookup_row(b_shards, c, partition_strategy))
+        total += sigmoid_cross_entropy(logit - (math.log(q) if kind == "nce" else 0.0), 0.0)
+    return total
+
+
+def variable_labels_oracle(kind: str, weights: Any, biases: Any, rows: Sequence[Sequence[int]],
+                           inputs: Any, cands: Any, true_counts: Sequence[Sequence[float]],
+                           sampled_count: Any, num_sampled: int, **kwargs: Any) -> np.ndarray:
+    """Variable labels by definition (issue 5): row ``b`` computed alone with ``num_true`` =
+    its ``n_b`` labels ``rows[b]``, their counts ``true_counts[b]`` and the same candidates
+    (``cands`` ``[S]`` shared, or ``[B, S]`` per row); a row without labels gets
+    :func:`negatives_only`."""
+    oracle = {"nce": nce_loss, "softmax": sampled_softmax_loss,
+              "neg": negative_sampling_loss}[kind]
+    inputs, cands = f64(inputs), i64(cands)
+    sampled_count = np.broadcast_to(f64(sampled_count), cands.shape)
+    out = []
+    for b, row in enumerate(rows):
+        c_b = cands[b] if cands.ndim == 2 else cands
+        q_b = sampled_count[b] if cands.ndim == 2 else sampled_count
+        if not row:
+            strategy = kwargs.get("partition_strategy", "mod")
+            out.append(negatives_only(kind, weights, biases, inputs[b], c_b, q_b, strategy))
+            continue
+        values = (c_b, np.asarray([true_counts[b]], np.float64), q_b)
+        loss = oracle(weights, biases, np.asarray([row]), inputs[b : b + 1], values,
+                      num_sampled, **kwargs)
+        out.append(float(loss[0]))
+    return np.asarray(out)

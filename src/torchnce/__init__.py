@@ -1,11 +1,14 @@
 """torchnce: TensorFlow's candidate-sampling losses for PyTorch."""
 
 from torchnce._evaluation import full_logits, nce_eval_loss, sampled_softmax_eval_loss, top_k
+from torchnce._frequency import StreamingFrequencyEstimator
 from torchnce._hits import compute_accidental_hits
+from torchnce._info_nce import info_nce_loss
 from torchnce._logits import compute_sampled_logits
 from torchnce._lookup import embedding_lookup
-from torchnce._losses import nce_loss, sampled_softmax_loss
-from torchnce._modules import NCELoss, SampledSoftmaxLoss
+from torchnce._losses import nce_loss, negative_sampling_loss, sampled_softmax_loss
+from torchnce._mixed_negatives import mixed_negatives_loss
+from torchnce._modules import NCELoss, NegativeSamplingLoss, SampledSoftmaxLoss
 from torchnce._sampler_fixed import FixedUnigramSampler
 from torchnce._sampler_learned import LearnedUnigramSampler
 from torchnce._sampler_ops import (
@@ -32,8 +35,10 @@ __all__ = [
     "LearnedUnigramSampler",
     "LogUniformSampler",
     "NCELoss",
+    "NegativeSamplingLoss",
     "SampledSoftmaxLoss",
     "SampledValues",
+    "StreamingFrequencyEstimator",
     "UniformSampler",
     "all_candidate_sampler",
     "compute_accidental_hits",
@@ -41,10 +46,13 @@ __all__ = [
     "embedding_lookup",
     "fixed_unigram_candidate_sampler",
     "full_logits",
+    "info_nce_loss",
     "learned_unigram_candidate_sampler",
     "log_uniform_candidate_sampler",
+    "mixed_negatives_loss",
     "nce_eval_loss",
     "nce_loss",
+    "negative_sampling_loss",
     "sampled_softmax_eval_loss",
     "sampled_softmax_loss",
     "top_k",

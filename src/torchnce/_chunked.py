@@ -183,14 +183,22 @@ def _add_rows(
             grad.index_add_(0, row[at], values[at].to(grad.dtype))
 
 
+def _true_weights(targets: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` targets of the true logits: ``targets``, or ``1/T`` everywhere."""
+    if targets is None:
+        return torch.full_like(like, 1.0 / like.shape[1])
+    return targets.to(like.dtype)
+
+
 class _ChunkedLoss(torch.autograd.Function):
-    """Per row ``partition(ℓ) − mean_t ℓ_{y_t}`` over all C classes, one dense gradient per
+    """Per row ``(Σ_t z_t)·partition(ℓ) − Σ_t z_t ℓ_{y_t}`` over all C classes (``z = 1/T``
+    unless ``targets`` are given; the factor only for "softmax"), one dense gradient per
     table: the partition is ``Σ_c softplus(ℓ_c)`` ("nce") or ``log Σ_c exp(ℓ_c)`` ("softmax")."""
 
     @staticmethod
     def forward(
         ctx: Any, kind: Kind, chunk_size: int, layout: Layout, labels: torch.Tensor,
-        inputs: torch.Tensor, *tables: torch.Tensor,
+        targets: torch.Tensor | None, inputs: torch.Tensor, *tables: torch.Tensor,
     ) -> torch.Tensor:
         weights, biases = tables[: len(layout.sizes)], tables[len(layout.sizes) :]
         x = inputs.to(work_dtype(inputs.dtype))
@@ -203,21 +211,28 @@ class _ChunkedLoss(torch.autograd.Function):
             total = _reduce_chunk(kind, total, bits)
         total = total.to(x.dtype)
         true_logits, rows = _true_logits(x, labels, weights, biases, layout)
-        ctx.save_for_backward(inputs, total, labels, rows, *tables)
+        z = _true_weights(targets, true_logits)
+        ctx.save_for_backward(inputs, total, labels, rows, z, *tables)
         ctx.kind, ctx.chunk_size, ctx.layout = kind, chunk_size, layout
+        ctx.mass = kind == "softmax" and targets is not None  # rows without labels weigh 0
         partition = total if kind == "nce" else total * LN2
-        return partition - true_logits.mean(dim=1)
+        if ctx.mass:
+            partition = partition * z.sum(dim=1)
+        return partition - (true_logits * z).sum(dim=1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        inputs, total, labels, rows, *tables = ctx.saved_tensors
+        inputs, total, labels, rows, z, *tables = ctx.saved_tensors
         num_shards, (batch, num_true) = len(ctx.layout.sizes), labels.shape
         weights, biases = tables[:num_shards], tables[num_shards:]
         x, scale = inputs.to(total.dtype), grad.to(total.dtype).unsqueeze(1)
-        grad_x = torch.zeros_like(x) if ctx.needs_input_grad[4] else None
+        g_true = -scale * z  # dL/dℓ_{y_t} = −z_t on each true logit
+        if ctx.mass:
+            scale = scale * z.sum(dim=1, keepdim=True)
+        grad_x = torch.zeros_like(x) if ctx.needs_input_grad[5] else None
         grads = [torch.zeros_like(t) if need else None
-                 for t, need in zip(tables, ctx.needs_input_grad[5:], strict=True)]
+                 for t, need in zip(tables, ctx.needs_input_grad[6:], strict=True)]
         w_grads, b_grads = grads[:num_shards], grads[num_shards:]
         buffer = x.new_empty(batch * ctx.chunk_size)
         x_in, bias_scale = _grad_logit_inputs(ctx.kind, x)
@@ -231,15 +246,15 @@ class _ChunkedLoss(torch.autograd.Function):
                 grad_w[start:stop] = g.t() @ x
             if b_grads and (grad_b := b_grads[p]) is not None:
                 grad_b[start:stop] = g.sum(dim=0)
-        g_true = scale.squeeze(1) / -num_true  # dL/dℓ_{y_t} = −1/T on each true logit
         if grad_x is not None:
-            grad_x.add_(rows.view(batch, num_true, x.shape[1]).sum(dim=1) * g_true.unsqueeze(1))
-        ids, per_id = labels.reshape(-1), g_true.repeat_interleave(num_true)
+            true_rows = rows.view(batch, num_true, x.shape[1])
+            grad_x.add_((true_rows * g_true.unsqueeze(2)).sum(dim=1))
+        ids, per_id = labels.reshape(-1), g_true.reshape(-1)
         _add_rows(w_grads, ctx.layout, ids, x.repeat_interleave(num_true, 0) * per_id[:, None])
         if b_grads:
             _add_rows(b_grads, ctx.layout, ids, per_id)
         grad_inputs = None if grad_x is None else grad_x.to(inputs.dtype)
-        return (None, None, None, None, grad_inputs, *grads)
+        return (None, None, None, None, None, grad_inputs, *grads)
 
 
 def chunked_loss(
@@ -250,11 +265,14 @@ def chunked_loss(
     biases: list[torch.Tensor] | None,
     layout: Layout,
     chunk_size: int,
+    targets: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[B]`` full loss ``partition − mean_t ℓ_{y_t}`` in the work dtype; ``biases`` must be
-    split like ``weights`` and ``labels`` be validated int64 ``[B, T]``."""
+    split like ``weights`` and ``labels`` be validated int64 ``[B, T]``. With ``targets``
+    ``[B, T]`` (``1/n_b`` on real labels, 0 on padding) it is
+    ``(Σ_t z_t)·partition − Σ_t z_t ℓ_{y_t}`` (the factor for "softmax" only)."""
     out: torch.Tensor = _ChunkedLoss.apply(  # type: ignore[no-untyped-call]
-        kind, chunk_size, layout, labels, inputs, *weights, *(biases or [])
+        kind, chunk_size, layout, labels, targets, inputs, *weights, *(biases or [])
     )
     return out
 

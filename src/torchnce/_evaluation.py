@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from torchnce._checks import check_choice, check_ids_in_range, check_int
+from torchnce._checks import check_choice, check_int
 from torchnce._chunked import (
     Kind,
     Layout,
@@ -20,9 +20,10 @@ from torchnce._chunked import (
     chunked_top_k,
     default_chunk_size,
 )
-from torchnce._logits import linear_logits
+from torchnce._logits import linear_logits, work_dtype
 from torchnce._lookup import STRATEGIES, PartitionStrategy, as_shards, check_layout
-from torchnce._problem import _check_inputs, _check_labels, _check_table
+from torchnce._problem import _check_inputs, _check_table
+from torchnce._variable import true_labels, true_targets
 
 Table = torch.Tensor | list[torch.Tensor]
 
@@ -116,16 +117,20 @@ def _eval_loss(
     num_true: Any,
     partition_strategy: Any,
     chunk_size: Any,
+    label_mask: Any,
+    padding_id: Any,
 ) -> torch.Tensor:
     """``partition − mean_t ℓ_{y_t}`` per row: both full losses share this shape."""
     num_classes = check_int("num_classes", num_classes, minimum=1)
     num_true = check_int("num_true", num_true, minimum=1)
     inputs, w, b, layout = _check_tables(weights, biases, inputs, partition_strategy,
                                          num_classes)
-    labels = _check_labels(labels, num_true, inputs)
-    check_ids_in_range("labels", labels, num_classes)
+    true = true_labels(labels, num_true, inputs, num_classes, label_mask=label_mask,
+                       padding_id=padding_id)
     chunk = _check_chunk_size(chunk_size, inputs.shape[0])
-    return chunked_loss(kind, inputs, labels, w, b, layout, chunk).to(inputs.dtype)
+    targets = None if true.mask is None else true_targets(true.mask, work_dtype(inputs.dtype))
+    loss = chunked_loss(kind, inputs, true.ids, w, b, layout, chunk, targets)
+    return loss.to(inputs.dtype)
 
 
 def nce_eval_loss(
@@ -138,6 +143,8 @@ def nce_eval_loss(
     partition_strategy: PartitionStrategy = "mod",
     *,
     chunk_size: int | None = None,
+    label_mask: torch.Tensor | None = None,
+    padding_id: int | None = None,
 ) -> torch.Tensor:
     """The full sigmoid loss over all classes, TensorFlow's documented evaluation of NCE.
 
@@ -158,13 +165,19 @@ def nce_eval_loss(
     Args:
         weights: ``[C, D]`` tensor or a Python list of shards laid out by ``partition_strategy``.
         biases: ``[C]`` tensor or list of shards; None for no bias.
-        labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), ids in ``[0, C)``.
+        labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), ids in ``[0, C)``; or
+            ragged: a Python list of B 1-D integer tensors, row ``b`` holding its ``n_b``
+            labels (then T is the longest row and ``num_true`` is ignored).
         inputs: ``[B, D]`` floating.
         num_classes: C.
         num_true: T.
         partition_strategy: ``"mod"`` or ``"div"``.
         chunk_size: classes per chunk; memory beyond the parameters is about
             ``B·chunk_size`` elements. None picks ``max(1, 2²¹ // B)`` (8 MiB of float32).
+        label_mask: bool ``[B, T]``, True on the real labels of padded ``labels``: row ``b``
+            is computed as if alone with its ``n_b`` real labels (targets ``1/n_b``).
+        padding_id: the id marking padding in ``labels`` (any int, e.g. -1); exclusive with
+            ``label_mask``.
 
     Returns:
         ``[B]`` losses in the dtype of ``inputs``, differentiable (dense gradients).
@@ -179,6 +192,7 @@ def nce_eval_loss(
         classes are found by their global ids under both strategies. float16/bfloat16 are
         computed in float32 and cast back. With the all-candidate sampler (every class
         sampled once, expected counts 1) and hit removal, ``nce_loss`` equals this loss.
+        A row without labels (variable labels) gets ``Σ_c softplus(ℓ_c)``.
 
     Example:
         >>> import torch, torchnce
@@ -188,7 +202,7 @@ def nce_eval_loss(
         2.7726
     """
     return _eval_loss("nce", weights, biases, labels, inputs, num_classes, num_true,
-                      partition_strategy, chunk_size)
+                      partition_strategy, chunk_size, label_mask, padding_id)
 
 
 def sampled_softmax_eval_loss(
@@ -201,6 +215,8 @@ def sampled_softmax_eval_loss(
     partition_strategy: PartitionStrategy = "mod",
     *,
     chunk_size: int | None = None,
+    label_mask: torch.Tensor | None = None,
+    padding_id: int | None = None,
 ) -> torch.Tensor:
     """The full softmax cross entropy over all classes, the evaluation of sampled softmax.
 
@@ -218,13 +234,19 @@ def sampled_softmax_eval_loss(
     Args:
         weights: ``[C, D]`` tensor or a Python list of shards laid out by ``partition_strategy``.
         biases: ``[C]`` tensor or list of shards; None for no bias.
-        labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), ids in ``[0, C)``.
+        labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), ids in ``[0, C)``; or
+            ragged: a Python list of B 1-D integer tensors, row ``b`` holding its ``n_b``
+            labels (then T is the longest row and ``num_true`` is ignored).
         inputs: ``[B, D]`` floating.
         num_classes: C.
         num_true: T.
         partition_strategy: ``"mod"`` or ``"div"``.
         chunk_size: classes per chunk; memory beyond the parameters is about
             ``B·chunk_size`` elements. None picks ``max(1, 2²¹ // B)`` (8 MiB of float32).
+        label_mask: bool ``[B, T]``, True on the real labels of padded ``labels``: row ``b``
+            is computed as if alone with its ``n_b`` real labels (targets ``1/n_b``).
+        padding_id: the id marking padding in ``labels`` (any int, e.g. -1); exclusive with
+            ``label_mask``.
 
     Returns:
         ``[B]`` losses in the dtype of ``inputs``, differentiable (dense gradients).
@@ -237,7 +259,8 @@ def sampled_softmax_eval_loss(
     Note:
         Classes are found by their global ids under both strategies. float16/bfloat16 are
         computed in float32 and cast back. With the all-candidate sampler and hit removal,
-        ``sampled_softmax_loss`` equals this loss. For one true class this is
+        ``sampled_softmax_loss`` equals this loss; a row without labels gets 0. For one
+        true class this is
         ``F.linear_cross_entropy``; the class chunks here are faster at large C (see
         benchmarks/results_evaluation.md).
 
@@ -249,7 +272,7 @@ def sampled_softmax_eval_loss(
         1.3863
     """
     return _eval_loss("softmax", weights, biases, labels, inputs, num_classes, num_true,
-                      partition_strategy, chunk_size)
+                      partition_strategy, chunk_size, label_mask, padding_id)
 
 
 def top_k(

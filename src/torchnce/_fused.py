@@ -17,30 +17,37 @@ import torch.nn.functional as F
 from torchnce._logits import all_ids_of, compose_logits, log_q_of, work_dtype
 from torchnce._lookup import lookup, sparse_rows
 from torchnce._problem import Problem
+from torchnce._variable import true_targets
 
 Kind = Literal["nce", "softmax"]
 
 
 def row_losses(
-    logits: torch.Tensor, num_true: int, kind: Kind
+    logits: torch.Tensor, num_true: int, kind: Kind, targets: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row loss ``[B]`` and its gradient ``[B, T + S]`` for targets ``1/T`` on the first T
-    columns and 0 elsewhere (the targets of :func:`targets_of`, never materialised here).
+    """Per-row loss ``[B]`` and its gradient ``[B, T + S]`` for targets ``z`` on the first T
+    columns (``1/T`` when ``targets`` is None, else ``targets`` ``[B, T]``) and 0 elsewhere
+    (the targets of :func:`targets_of`, never materialised here).
 
     NCE: ``Σ softplus(ℓ) − Σ z ℓ`` with gradient ``σ(ℓ) − z``; sampled softmax:
-    ``logsumexp(ℓ) − Σ z ℓ`` with gradient ``softmax(ℓ) − z``. A removed hit (``ℓ = −FLT_MAX``)
-    contributes exactly 0 to both.
+    ``(Σ z) logsumexp(ℓ) − Σ z ℓ`` with gradient ``(Σ z) softmax(ℓ) − z``. A removed hit or a
+    padded label (``ℓ = −FLT_MAX``, ``z = 0``) contributes exactly 0 to both.
     """
-    inv_t = 1.0 / num_true
-    true_part = logits[:, :num_true].sum(dim=1).mul_(inv_t)
+    z: float | torch.Tensor = 1.0 / num_true if targets is None else targets
+    true_part = (logits[:, :num_true] * z).sum(dim=1)
     if kind == "nce":
         loss = F.logsigmoid(-logits).sum(dim=1).neg_().sub_(true_part)
         grad = torch.sigmoid(logits)
     else:
         lse = torch.logsumexp(logits, dim=1)
-        loss = lse - true_part
         grad = torch.exp(logits - lse.unsqueeze(1))
-    grad[:, :num_true] -= inv_t
+        if targets is None:
+            loss = lse - true_part
+        else:
+            mass = targets.sum(dim=1)
+            loss = lse * mass - true_part
+            grad.mul_(mass.unsqueeze(1))
+    grad[:, :num_true] -= z
     return loss, grad
 
 
@@ -60,6 +67,43 @@ def _gather(table: torch.Tensor, ids: torch.Tensor | None, dtype: torch.dtype) -
     return rows.to(dtype)
 
 
+def _shared_grads(
+    g: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, num_true: int, need: tuple[bool, ...]
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``(dL/dx, dL/drows, dL/dbias_rows)`` for the shared layout ``[B·T + S, D]``."""
+    (batch, dim), n_true = x.shape, x.shape[0] * num_true
+    g_true, g_sampled = g[:, :num_true], g[:, num_true:]
+    true_w, sampled_w = rows[:n_true].view(batch, num_true, dim), rows[n_true:]
+    grad_x = grad_rows = grad_bias_rows = None
+    if need[0]:
+        grad_x = g_sampled @ sampled_w
+        if num_true == 1:
+            grad_x.addcmul_(g_true, true_w[:, 0])
+        else:
+            grad_x.add_((g_true.unsqueeze(2) * true_w).sum(dim=1))
+    if need[1]:
+        grad_rows = torch.empty_like(rows)
+        torch.mul(g_true.unsqueeze(2), x.unsqueeze(1),
+                  out=grad_rows[:n_true].view(batch, num_true, dim))
+        torch.mm(g_sampled.t(), x, out=grad_rows[n_true:])
+    if need[2]:
+        grad_bias_rows = torch.empty(rows.shape[0], dtype=g.dtype, device=g.device)
+        grad_bias_rows[:n_true] = g_true.reshape(-1)
+        torch.sum(g_sampled, dim=0, out=grad_bias_rows[n_true:])
+    return grad_x, grad_rows, grad_bias_rows
+
+
+def _example_grads(
+    g: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, need: tuple[bool, ...]
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``(dL/dx, dL/drows, dL/dbias_rows)`` for per-example rows ``[B, T + S, D]``; the row
+    gradients come back flat, ``[B·(T + S), D]`` and ``[B·(T + S)]``."""
+    grad_x = torch.bmm(g.unsqueeze(1), rows).squeeze(1) if need[0] else None
+    grad_rows = (g.unsqueeze(2) * x.unsqueeze(1)).view(-1, x.shape[1]) if need[1] else None
+    grad_bias_rows = g.reshape(-1) if need[2] else None
+    return grad_x, grad_rows, grad_bias_rows
+
+
 class _FusedSampledLoss(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -69,18 +113,23 @@ class _FusedSampledLoss(torch.autograd.Function):
         bias: torch.Tensor | None,
         w_ids: torch.Tensor | None,
         b_ids: torch.Tensor | None,
-        log_q: tuple[torch.Tensor, torch.Tensor],
+        log_q: tuple[torch.Tensor, torch.Tensor] | None,
         hits: torch.Tensor | None,
-        num_true: int,
+        label_mask: torch.Tensor | None,
+        shape: tuple[int, int | None],
         kind: Kind,
         sparse: bool,
     ) -> torch.Tensor:
-        work = work_dtype(inputs.dtype)
+        work, (num_true, width) = work_dtype(inputs.dtype), shape
         x, rows = inputs.to(work), _gather(weight, w_ids, work)
         bias_rows = None if bias is None else _gather(bias, b_ids, work)
-        log_q_work = (log_q[0].to(work), log_q[1].to(work))
-        logits = compose_logits(x, rows, bias_rows, log_q_work, hits, num_true)
-        loss, dlogits = row_losses(logits, num_true, kind)
+        if width is not None:  # per-example: [B, T + S] classes
+            rows = rows.view(x.shape[0], width, x.shape[1])
+            bias_rows = None if bias_rows is None else bias_rows.view(x.shape[0], width)
+        log_q_work = None if log_q is None else (log_q[0].to(work), log_q[1].to(work))
+        logits = compose_logits(x, rows, bias_rows, log_q_work, hits, num_true, label_mask)
+        targets = None if label_mask is None else true_targets(label_mask, work)
+        loss, dlogits = row_losses(logits, num_true, kind, targets)
         ctx.save_for_backward(x, rows, dlogits, w_ids, b_ids, weight, bias)
         ctx.num_true, ctx.sparse = num_true, sparse
         return loss.to(inputs.dtype)
@@ -88,31 +137,18 @@ class _FusedSampledLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[Any, ...]:
         x, rows, dlogits, w_ids, b_ids, weight, bias = ctx.saved_tensors
-        num_true, (batch, dim) = ctx.num_true, x.shape
-        n_true = batch * num_true
         g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
-        g_true, g_sampled = g[:, :num_true], g[:, num_true:]
-        true_w, sampled_w = rows[:n_true].view(batch, num_true, dim), rows[n_true:]
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = g_sampled @ sampled_w
-            if num_true == 1:
-                grad_x.addcmul_(g_true, true_w[:, 0])
-            else:
-                grad_x.add_((g_true.unsqueeze(2) * true_w).sum(dim=1))
-            grad_x = grad_x.to(grad_loss.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_rows = torch.empty_like(rows)
-            torch.mul(g_true.unsqueeze(2), x.unsqueeze(1),
-                      out=grad_rows[:n_true].view(batch, num_true, dim))
-            torch.mm(g_sampled.t(), x, out=grad_rows[n_true:])
-            grad_w = _table_grad(grad_rows, w_ids, weight, ctx.sparse)
-        if ctx.needs_input_grad[2]:
-            grad_bias_rows = torch.empty(rows.shape[0], dtype=g.dtype, device=g.device)
-            grad_bias_rows[:n_true] = g_true.reshape(-1)
-            torch.sum(g_sampled, dim=0, out=grad_bias_rows[n_true:])
+        need = tuple(ctx.needs_input_grad[:3])
+        if rows.dim() == 3:
+            grad_x, grad_rows, grad_bias_rows = _example_grads(g, x, rows, need)
+        else:
+            grad_x, grad_rows, grad_bias_rows = _shared_grads(g, x, rows, ctx.num_true, need)
+        grad_x = None if grad_x is None else grad_x.to(grad_loss.dtype)
+        grad_w = None if grad_rows is None else _table_grad(grad_rows, w_ids, weight, ctx.sparse)
+        grad_b = None
+        if grad_bias_rows is not None:
             grad_b = _table_grad(grad_bias_rows, b_ids, bias, ctx.sparse)
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None, None
 
 
 def _table_input(
@@ -126,8 +162,18 @@ def _table_input(
     return rows, None
 
 
-def fused_sampled_loss(problem: Problem, kind: Kind) -> torch.Tensor:
-    """Per-example sampled loss (log-Q subtracted) of a validated problem, ``[B]``."""
+def _shape(problem: Problem) -> tuple[int, int | None]:
+    """``(T, T + S)`` for per-example candidates, ``(T, None)`` for shared ones."""
+    num_true = problem.labels.shape[1]
+    if not problem.per_example:
+        return num_true, None
+    return num_true, num_true + problem.sampled.shape[1]
+
+
+def fused_sampled_loss(
+    problem: Problem, kind: Kind, *, subtract_log_q: bool = True
+) -> torch.Tensor:
+    """Per-example sampled loss of a validated problem, ``[B]``."""
     ids = all_ids_of(problem)
     weight, w_ids = _table_input(problem, problem.weights, ids)
     bias, b_ids = None, None
@@ -136,7 +182,8 @@ def fused_sampled_loss(problem: Problem, kind: Kind) -> torch.Tensor:
         b_ids_in = ids.clone() if torch.compiler.is_compiling() else ids
         bias, b_ids = _table_input(problem, problem.biases, b_ids_in)
     loss: torch.Tensor = _FusedSampledLoss.apply(  # type: ignore[no-untyped-call]
-        problem.inputs, weight, bias, w_ids, b_ids, log_q_of(problem), problem.hits,
-        problem.labels.shape[1], kind, problem.sparse_grad,
+        problem.inputs, weight, bias, w_ids, b_ids,
+        log_q_of(problem) if subtract_log_q else None, problem.hits, problem.label_mask,
+        _shape(problem), kind, problem.sparse_grad,
     )
     return loss

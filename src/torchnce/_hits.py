@@ -14,24 +14,29 @@ FLT_MAX = float(torch.finfo(torch.float32).max)
 def last_positions(labels: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
     """For each label, the last position of the same value in ``sampled``, or -1.
 
-    A stable sort keeps equal candidates in position order, so the rightmost match of a label
-    in the sorted candidates is its last occurrence.
+    ``sampled`` is ``[S]`` (shared by all labels) or ``[B, S]`` (row ``b`` searched for the
+    labels ``[B, T]`` of row ``b``). A stable sort keeps equal candidates in position order, so
+    the rightmost match of a label in the sorted candidates is its last occurrence.
     """
-    if sampled.numel() == 0:
+    if sampled.shape[-1] == 0:
         return torch.full_like(labels, -1)
-    values, order = torch.sort(sampled, stable=True)
-    at = torch.searchsorted(values, labels, right=True) - 1
-    found = (at >= 0) & (values[at.clamp_min(0)] == labels)
-    return torch.where(found, order[at.clamp_min(0)], -1)
+    values, order = torch.sort(sampled, dim=-1, stable=True)
+    at = (torch.searchsorted(values, labels, right=True) - 1).clamp_min(0)
+    if sampled.dim() == 1:
+        found, pos = values[at] == labels, order[at]
+    else:
+        found, pos = values.gather(1, at) == labels, order.gather(1, at)
+    return torch.where(found, pos, -1)
 
 
 def hit_mask(labels: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
     """Bool ``[B, S]``: True where sampled position j is the last occurrence of a row's label.
 
-    ``labels`` is ``[B, T]`` int64 and ``sampled`` is ``[S]`` int64. Computed without reading
-    values on the host (no device synchronisation).
+    ``labels`` is ``[B, T]`` int64 and ``sampled`` is ``[S]`` int64, or ``[B, S]`` for
+    per-example candidates (each row's labels against its own candidates). Computed without
+    reading values on the host (no device synchronisation).
     """
-    batch, width = labels.shape[0], sampled.numel()
+    batch, width = labels.shape[0], sampled.shape[-1]
     pos = last_positions(labels, sampled)
     mask = torch.zeros(batch, width + 1, dtype=torch.bool, device=labels.device)
     mask.scatter_(1, torch.where(pos >= 0, pos, width), True)

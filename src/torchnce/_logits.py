@@ -9,6 +9,7 @@ import torch
 from torchnce._hits import FLT_MAX
 from torchnce._lookup import PartitionStrategy, lookup
 from torchnce._problem import Problem, prepare
+from torchnce._variable import true_targets
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -45,6 +46,16 @@ def linear_logits(
     return torch.addmm(bias_rows, inputs, rows.t(), out=out)
 
 
+def example_logits(
+    inputs: torch.Tensor, rows: torch.Tensor, bias_rows: torch.Tensor | None
+) -> torch.Tensor:
+    """``[B, K]`` logits of each row's own K classes, one batched matmul: ``rows`` is
+    ``[B, K, D]`` and ``bias_rows`` ``[B, K]``."""
+    if bias_rows is None:
+        return torch.bmm(rows, inputs.unsqueeze(2)).squeeze(2)
+    return torch.baddbmm(bias_rows.unsqueeze(2), rows, inputs.unsqueeze(2)).squeeze(2)
+
+
 def compose_logits(
     inputs: torch.Tensor,
     rows: torch.Tensor,
@@ -52,14 +63,39 @@ def compose_logits(
     log_q: tuple[torch.Tensor, torch.Tensor] | None,
     hits: torch.Tensor | None,
     num_true: int,
+    label_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[B, T + S]`` logits from the looked-up rows of the true ids (first) and sampled ids.
 
-    ``rows`` is ``[B·T + S, D]`` and ``bias_rows`` ``[B·T + S]``, both in the dtype of
-    ``inputs``; ``log_q`` is ``(log Q(true) [B, T]-broadcastable, log Q(sampled) [S])``.
-    TensorFlow's order: row-wise dots, bias, hit masking (adding ``-FLT_MAX``, so the gradient
-    still flows through a masked logit, as in TensorFlow), log-Q.
+    ``rows`` is ``[B·T + S, D]`` (all true rows, then the shared candidates) or, for
+    per-example candidates, ``[B, T + S, D]`` (row ``b``'s T true rows, then its own S);
+    ``bias_rows`` is ``[B·T + S]`` or ``[B, T + S]`` alike; both in the dtype of ``inputs``.
+    ``log_q`` is ``(log Q(true) [B, T]-broadcastable, log Q(sampled) [B, S]-broadcastable)``.
+    TensorFlow's order: dots, bias, hit masking (adding ``-FLT_MAX``, so the gradient
+    still flows through a masked logit, as in TensorFlow), log-Q. Last, the padded true
+    columns (False in ``label_mask``) are *replaced* by the removed-hit value, so that they
+    contribute nothing to a sigmoid or softmax cross entropy whatever their counts.
     """
+    if rows.dim() == 3:
+        logits = example_logits(inputs, rows, bias_rows)
+        true_logits, sampled_logits = logits[:, :num_true], logits[:, num_true:]
+    else:
+        true_logits, sampled_logits = _shared_logits(inputs, rows, bias_rows, num_true)
+    if hits is not None:
+        mask = hits.to(sampled_logits.dtype)
+        sampled_logits = sampled_logits.add(mask, alpha=masked_logit(inputs.dtype))
+    if log_q is not None:
+        true_logits = true_logits - log_q[0]
+        sampled_logits = sampled_logits - log_q[1]
+    if label_mask is not None:
+        true_logits = torch.where(label_mask, true_logits, masked_logit(inputs.dtype))
+    return torch.cat([true_logits, sampled_logits], dim=1)
+
+
+def _shared_logits(
+    inputs: torch.Tensor, rows: torch.Tensor, bias_rows: torch.Tensor | None, num_true: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TensorFlow's true logits (row-wise dots) and sampled logits (one matmul)."""
     batch = inputs.shape[0]
     n_true = batch * num_true
     true_w, sampled_w = rows[:n_true].view(batch, num_true, rows.shape[1]), rows[n_true:]
@@ -67,19 +103,23 @@ def compose_logits(
     if bias_rows is not None:
         true_logits = true_logits + bias_rows[:n_true].view(batch, num_true)
     sampled_bias = None if bias_rows is None else bias_rows[n_true:]
-    sampled_logits = linear_logits(inputs, sampled_w, sampled_bias)
-    if hits is not None:
-        mask = hits.to(sampled_logits.dtype)
-        sampled_logits = sampled_logits.add(mask, alpha=masked_logit(inputs.dtype))
-    if log_q is not None:
-        true_logits = true_logits - log_q[0]
-        sampled_logits = sampled_logits - log_q[1]
-    return torch.cat([true_logits, sampled_logits], dim=1)
+    return true_logits, linear_logits(inputs, sampled_w, sampled_bias)
 
 
 def all_ids_of(problem: Problem) -> torch.Tensor:
-    """The ids looked up once for a step: the flattened true classes, then the candidates."""
+    """The ids looked up once for a step: the flattened true classes, then the candidates;
+    per-example, row by row (each row's true classes, then its candidates)."""
+    if problem.per_example:
+        return torch.cat([problem.labels, problem.sampled], dim=1).reshape(-1)
     return torch.cat([problem.labels.reshape(-1), problem.sampled])
+
+
+def per_row(problem: Problem, looked_up: torch.Tensor) -> torch.Tensor:
+    """Per-example, the rows or biases of :func:`all_ids_of` as ``[B, T + S, ...]``."""
+    if not problem.per_example:
+        return looked_up
+    batch, width = problem.labels.shape[0], problem.labels.shape[1] + problem.sampled.shape[1]
+    return looked_up.view(batch, width, *looked_up.shape[1:])
 
 
 def log_q_of(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,16 +137,23 @@ def logits_of(problem: Problem, *, subtract_log_q: bool) -> torch.Tensor:
         bias_rows = lookup(problem.biases, *lookup_args, sparse_grad=problem.sparse_grad)
         bias_rows = bias_rows.to(dtype)
     log_q = log_q_of(problem) if subtract_log_q else None
+    rows = per_row(problem, rows)
+    bias_rows = None if bias_rows is None else per_row(problem, bias_rows)
     num_true = problem.labels.shape[1]
-    return compose_logits(problem.inputs, rows, bias_rows, log_q, problem.hits, num_true)
+    return compose_logits(problem.inputs, rows, bias_rows, log_q, problem.hits, num_true,
+                          problem.label_mask)
 
 
 def targets_of(problem: Problem) -> torch.Tensor:
-    """``[B, T + S]`` targets: ``1/T`` for each true column, 0 for each sampled one."""
+    """``[B, T + S]`` targets: ``1/T`` for each true column (``1/n_b`` on a row's ``n_b``
+    real labels and 0 on padding), 0 for each sampled one."""
     batch, num_true = problem.labels.shape
     dtype, device = problem.inputs.dtype, problem.inputs.device
-    true = torch.full((batch, num_true), 1.0 / num_true, dtype=dtype, device=device)
-    sampled = torch.zeros(batch, problem.sampled.numel(), dtype=dtype, device=device)
+    if problem.label_mask is None:
+        true = torch.full((batch, num_true), 1.0 / num_true, dtype=dtype, device=device)
+    else:
+        true = true_targets(problem.label_mask, dtype)
+    sampled = torch.zeros(batch, problem.sampled.shape[-1], dtype=dtype, device=device)
     return torch.cat([true, sampled], dim=1)
 
 
@@ -127,6 +174,9 @@ def compute_sampled_logits(
     *,
     generator: torch.Generator | None = None,
     sparse_grad: bool = False,
+    per_example_negatives: bool = False,
+    label_mask: torch.Tensor | None = None,
+    padding_id: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and targets of a sampled loss, as TensorFlow's ``_compute_sampled_logits``.
 
@@ -145,7 +195,9 @@ def compute_sampled_logits(
     Args:
         weights: ``[C, D]`` tensor or a Python list of shards laid out by ``partition_strategy``.
         biases: ``[C]`` tensor or list of shards; None for no bias (a PyTorch extension).
-        labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), ids in ``[0, C)``.
+        labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), ids in ``[0, C)``; or
+            ragged: a Python list of B 1-D integer tensors, row ``b`` holding its ``n_b``
+            labels (then T is the longest row and ``num_true`` is ignored).
         inputs: ``[B, D]`` floating; its dtype is the compute dtype.
         num_sampled: S, the number of candidates drawn by the default sampler.
         num_classes: C.
@@ -153,6 +205,8 @@ def compute_sampled_logits(
         sampled_values: ``(sampled_candidates [S], true_expected_count [B, T],
             sampled_expected_count [S])`` as tensors, lists or arrays; None draws
             ``log_uniform_candidate_sampler(labels, T, S, unique=True, range_max=C)``.
+            Candidates ``[B, S]`` (counts broadcastable to ``[B, T]`` and ``[B, S]``) are
+            per-example negatives: row ``i`` is scored against its own ``S`` candidates.
         subtract_log_q: subtract the log expected counts (True for NCE and sampled softmax).
         remove_accidental_hits: give the sampled candidates equal to a row's true class the
             logit -FLT_MAX (last duplicate only, as TensorFlow).
@@ -161,9 +215,17 @@ def compute_sampled_logits(
         seed: seed of the default sampler; the same seed draws the same candidates.
         generator: a ``torch.Generator`` for the default sampler (exclusive with ``seed``).
         sparse_grad: give weights and biases sparse gradients over the looked-up rows only.
+        per_example_negatives: the default sampler draws ``S`` unique candidates for every
+            row independently, each row as TensorFlow's sampler would for that row alone.
+        label_mask: bool ``[B, T]``, True on the real labels of padded ``labels``: row ``b``
+            is computed as if alone with its ``n_b`` real labels (targets ``1/n_b``).
+        padding_id: the id marking padding in ``labels`` (any int, e.g. -1); exclusive with
+            ``label_mask``.
 
     Returns:
-        ``(logits, targets)``, both ``[B, T + S]`` in the dtype of ``inputs``.
+        ``(logits, targets)``, both ``[B, T + S]`` in the dtype of ``inputs``. A padded
+        label's column holds the removed-hit logit (-FLT_MAX) and the target 0, so that row
+        sums of a sigmoid or softmax cross entropy equal the row computed alone.
 
     Raises:
         TypeError: non-integer labels or candidates, non-floating inputs or tables.
@@ -191,5 +253,7 @@ def compute_sampled_logits(
     del name
     problem = prepare(weights, biases, labels, inputs, num_sampled, num_classes, num_true,
                       sampled_values, remove_accidental_hits, partition_strategy,
-                      seed=seed, generator=generator, sparse_grad=sparse_grad)
+                      seed=seed, generator=generator, sparse_grad=sparse_grad,
+                      per_example_negatives=per_example_negatives, label_mask=label_mask,
+                      padding_id=padding_id)
     return logits_of(problem, subtract_log_q=subtract_log_q), targets_of(problem)

@@ -1,4 +1,5 @@
-"""The output layer as PyTorch modules: ``NCELoss`` and ``SampledSoftmaxLoss``.
+"""The output layer as PyTorch modules: ``NCELoss``, ``SampledSoftmaxLoss`` and
+``NegativeSamplingLoss``.
 
 Each final class names the functional losses it delegates to; everything else (parameters,
 sampler, validation, ``logits``, ``top_k``) is the shared base :class:`OutputLayer`.
@@ -12,7 +13,7 @@ import torch
 
 from torchnce._evaluation import nce_eval_loss, sampled_softmax_eval_loss
 from torchnce._lookup import PartitionStrategy
-from torchnce._losses import nce_loss, sampled_softmax_loss
+from torchnce._losses import nce_loss, negative_sampling_loss, sampled_softmax_loss
 from torchnce._output_layer import OutputLayer, Reduction
 from torchnce._samplers import CandidateSampler
 
@@ -40,7 +41,7 @@ class NCELoss(OutputLayer):
     Args:
         num_classes: C.
         embedding_dim: D, the width of ``inputs``.
-        num_sampled: S, candidates drawn per batch (shared by its rows).
+        num_sampled: S, candidates drawn per batch (shared by its rows) or per row.
         num_true: T, true classes per example.
         sampler: a :class:`torchnce.CandidateSampler` over ``[0, C)``; None builds
             ``LogUniformSampler(num_classes)``. Samples are drawn with ``unique=True``. Its
@@ -55,6 +56,9 @@ class NCELoss(OutputLayer):
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the batch.
         device: where to create the parameters.
         dtype: their floating dtype.
+        per_example_negatives: draw ``S`` unique candidates for every row independently
+            (each row as the sampler's unique draw for that row alone) instead of once per
+            batch.
 
     Raises:
         TypeError: non-int sizes, a sampler that is not a ``CandidateSampler``, a non-floating
@@ -74,7 +78,7 @@ class NCELoss(OutputLayer):
         >>> layer = torchnce.NCELoss(100, 8, num_sampled=5)
         >>> layer
         NCELoss(
-          num_classes=100, embedding_dim=8, num_sampled=5, num_true=1, remove_accidental_hits=False, bias=True, num_shards=1, partition_strategy='mod', sparse_grad=False, reduction='mean'
+          num_classes=100, embedding_dim=8, num_sampled=5, num_true=1, remove_accidental_hits=False, bias=True, num_shards=1, partition_strategy='mod', sparse_grad=False, reduction='mean', per_example_negatives=False
           (sampler): LogUniformSampler(range_max=100)
         )
         >>> x, y = torch.randn(4, 8), torch.tensor([3, 14, 15, 92])
@@ -101,12 +105,14 @@ class NCELoss(OutputLayer):
         reduction: Reduction = "mean",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        per_example_negatives: bool = False,
     ) -> None:
         super().__init__(
             num_classes, embedding_dim, num_sampled, num_true=num_true, sampler=sampler,
             remove_accidental_hits=remove_accidental_hits, bias=bias, num_shards=num_shards,
             partition_strategy=partition_strategy, sparse_grad=sparse_grad,
             reduction=reduction, device=device, dtype=dtype,
+            per_example_negatives=per_example_negatives,
         )
 
     def _sampled_loss(
@@ -143,7 +149,7 @@ class SampledSoftmaxLoss(OutputLayer):
     Args:
         num_classes: C.
         embedding_dim: D, the width of ``inputs``.
-        num_sampled: S, candidates drawn per batch (shared by its rows).
+        num_sampled: S, candidates drawn per batch (shared by its rows) or per row.
         num_true: T, true classes per example.
         sampler: a :class:`torchnce.CandidateSampler` over ``[0, C)``; None builds
             ``LogUniformSampler(num_classes)``. Samples are drawn with ``unique=True``.
@@ -156,6 +162,9 @@ class SampledSoftmaxLoss(OutputLayer):
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the batch.
         device: where to create the parameters.
         dtype: their floating dtype.
+        per_example_negatives: draw ``S`` unique candidates for every row independently
+            (each row as the sampler's unique draw for that row alone) instead of once per
+            batch.
 
     Raises:
         TypeError, ValueError: as :class:`NCELoss`.
@@ -192,12 +201,14 @@ class SampledSoftmaxLoss(OutputLayer):
         reduction: Reduction = "mean",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        per_example_negatives: bool = False,
     ) -> None:
         super().__init__(
             num_classes, embedding_dim, num_sampled, num_true=num_true, sampler=sampler,
             remove_accidental_hits=remove_accidental_hits, bias=bias, num_shards=num_shards,
             partition_strategy=partition_strategy, sparse_grad=sparse_grad,
             reduction=reduction, device=device, dtype=dtype,
+            per_example_negatives=per_example_negatives,
         )
 
     def _sampled_loss(
@@ -216,3 +227,94 @@ class SampledSoftmaxLoss(OutputLayer):
             self._weights(), self._biases(), labels, inputs, self.num_classes, self.num_true,
             self.partition_strategy,
         )
+
+
+@final
+class NegativeSamplingLoss(OutputLayer):
+    """An output layer trained with word2vec's negative sampling, evaluated exactly.
+
+    Same parameters, sampler and modes as :class:`NCELoss`. In training mode ``forward``
+    returns :func:`torchnce.negative_sampling_loss` (NCE's logits without log-Q); in eval
+    mode the exact full sigmoid loss :func:`torchnce.nce_eval_loss`, which has no log-Q
+    either:
+
+    .. math::
+
+        L^{\\text{train}}_i = \\sum_{j=1}^{T+S} \\operatorname{softplus}(\\ell_{ij})
+            - \\ell_{ij} z_{ij}, \\qquad \\ell = x \\cdot W + b
+
+    NEG learns a shifted PMI rather than normalised probabilities (see
+    :func:`torchnce.negative_sampling_loss`).
+
+    Args:
+        num_classes: C.
+        embedding_dim: D, the width of ``inputs``.
+        num_sampled: S (word2vec's ``k``), candidates drawn per batch or per row.
+        num_true: T, true classes per example.
+        sampler: a :class:`torchnce.CandidateSampler` over ``[0, C)``; None builds
+            ``LogUniformSampler(num_classes)``; word2vec uses
+            ``FixedUnigramSampler(C, unigrams=counts, distortion=0.75)``.
+        remove_accidental_hits: drop sampled candidates equal to a true class (default False).
+        bias: learn a bias per class (word2vec has none).
+        num_shards: P, split ``weight`` and ``bias`` into a ``ParameterList`` of P shards.
+        partition_strategy: ``"mod"`` or ``"div"``, the shard layout.
+        sparse_grad: sparse gradients for the sampled loss (the full loss is always dense).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the batch.
+        device: where to create the parameters.
+        dtype: their floating dtype.
+        per_example_negatives: draw ``S`` unique candidates for every row independently
+            (the word2vec way) instead of once per batch.
+
+    Raises:
+        TypeError, ValueError: as :class:`NCELoss`.
+
+    Example:
+        >>> import torch, torchnce
+        >>> _ = torch.manual_seed(0)
+        >>> layer = torchnce.NegativeSamplingLoss(100, 8, num_sampled=5, bias=False,
+        ...                                       per_example_negatives=True)
+        >>> x, y = torch.randn(4, 8), torch.tensor([3, 14, 15, 92])
+        >>> layer(x, y).shape, layer(x, y, mode="full").shape
+        (torch.Size([]), torch.Size([]))
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        num_sampled: int,
+        *,
+        num_true: int = 1,
+        sampler: CandidateSampler | None = None,
+        remove_accidental_hits: bool = False,
+        bias: bool = True,
+        num_shards: int = 1,
+        partition_strategy: PartitionStrategy = "mod",
+        sparse_grad: bool = False,
+        reduction: Reduction = "mean",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        per_example_negatives: bool = False,
+    ) -> None:
+        super().__init__(
+            num_classes, embedding_dim, num_sampled, num_true=num_true, sampler=sampler,
+            remove_accidental_hits=remove_accidental_hits, bias=bias, num_shards=num_shards,
+            partition_strategy=partition_strategy, sparse_grad=sparse_grad,
+            reduction=reduction, device=device, dtype=dtype,
+            per_example_negatives=per_example_negatives,
+        )
+
+    def _sampled_loss(
+        self, inputs: torch.Tensor, labels: torch.Tensor, sampled_values: Any
+    ) -> torch.Tensor:
+        return negative_sampling_loss(
+            self._weights(), self._biases(), labels, inputs, self.num_sampled, self.num_classes,
+            self.num_true, sampled_values=sampled_values,
+            remove_accidental_hits=self.remove_accidental_hits,
+            partition_strategy=self.partition_strategy,
+            sparse_grad=self.sparse_grad,
+        )
+
+    def _full_loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nce_eval_loss(self._weights(), self._biases(), labels, inputs, self.num_classes,
+                             self.num_true, self.partition_strategy)

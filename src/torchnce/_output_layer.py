@@ -18,7 +18,9 @@ from torch import nn
 from torchnce._checks import as_int_tensor, check_bool, check_choice, check_ids_in_range, check_int
 from torchnce._evaluation import full_logits, top_k
 from torchnce._lookup import STRATEGIES, PartitionStrategy, shard_sizes
+from torchnce._per_example import sampler_rows
 from torchnce._samplers import CandidateSampler, LogUniformSampler
+from torchnce._types import SampledValues
 
 Mode = Literal["sampled", "full"]
 Reduction = Literal["none", "mean", "sum"]
@@ -93,6 +95,7 @@ class OutputLayer(nn.Module, abc.ABC):
         reduction: Reduction,
         device: torch.device | str | None,
         dtype: torch.dtype | None,
+        per_example_negatives: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = check_int("num_classes", num_classes, minimum=1)
@@ -104,6 +107,7 @@ class OutputLayer(nn.Module, abc.ABC):
             "partition_strategy", partition_strategy, STRATEGIES))
         self.remove_accidental_hits = check_bool("remove_accidental_hits", remove_accidental_hits)
         self.sparse_grad = check_bool("sparse_grad", sparse_grad)
+        self.per_example_negatives = check_bool("per_example_negatives", per_example_negatives)
         self.reduction = cast(Reduction, check_choice("reduction", reduction, _REDUCTIONS))
         if dtype is not None and not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating dtype or None, got {dtype}")
@@ -140,7 +144,8 @@ class OutputLayer(nn.Module, abc.ABC):
             inputs: ``[B, D]`` floating, with ``D = embedding_dim``.
             labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), ids in ``[0, C)``.
             sampled_values: a ``(sampled_candidates, true_expected_count,
-                sampled_expected_count)`` triple to use instead of drawing from ``sampler``.
+                sampled_expected_count)`` triple to use instead of drawing from ``sampler``
+                (2-D candidates ``[B, S]`` are per-example negatives).
             mode: ``"sampled"`` or ``"full"`` to force either loss; None follows
                 ``self.training``.
 
@@ -160,7 +165,7 @@ class OutputLayer(nn.Module, abc.ABC):
             loss = self._full_loss(inputs, labels)
         else:
             if sampled_values is None:
-                sampled_values = self.sampler.sample(labels, self.num_sampled)
+                sampled_values = self._draw(labels)
             loss = self._sampled_loss(inputs, labels, sampled_values)
         if self.reduction == "none":
             return loss
@@ -184,8 +189,14 @@ class OutputLayer(nn.Module, abc.ABC):
             f"remove_accidental_hits={self.remove_accidental_hits}, "
             f"bias={self.bias is not None}, num_shards={self.num_shards}, "
             f"partition_strategy={self.partition_strategy!r}, sparse_grad={self.sparse_grad}, "
-            f"reduction={self.reduction!r}"
+            f"reduction={self.reduction!r}, per_example_negatives={self.per_example_negatives}"
         )
+
+    def _draw(self, labels: torch.Tensor) -> SampledValues:
+        """The sampler's candidates: shared by the batch, or drawn for every row."""
+        if self.per_example_negatives:
+            return sampler_rows(self.sampler, labels, self.num_sampled)
+        return self.sampler.sample(labels, self.num_sampled)
 
     def _weights(self) -> Table:
         return self.weight if isinstance(self.weight, torch.Tensor) else list(self.weight)

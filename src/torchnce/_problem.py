@@ -15,14 +15,17 @@ import torch
 from torchnce._checks import (
     as_float_tensor,
     as_int_tensor,
+    check_bool,
     check_choice,
     check_ids_in_range,
     check_int,
 )
 from torchnce._hits import hit_mask
 from torchnce._lookup import STRATEGIES, as_shards, check_layout
+from torchnce._per_example import log_uniform_rows
 from torchnce._sampler_dists import log_uniform_values
 from torchnce._sampling import resolve_generator
+from torchnce._variable import hit_labels, true_labels
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,15 @@ class Problem:
         weights: shards of the ``[C, D]`` output embeddings.
         biases: shards of the ``[C]`` biases, or None for no bias.
         labels: int64 ``[B, T]``.
-        sampled: int64 ``[S]``, the candidates shared by the batch.
+        sampled: int64 ``[S]``, the candidates shared by the batch, or ``[B, S]``, each row's
+            own candidates (per-example negatives).
         true_count: F, broadcastable to ``[B, T]``, detached.
-        sampled_count: F ``[S]``, detached.
+        sampled_count: F, broadcastable to the shape of ``sampled``, detached.
         hits: bool ``[B, S]`` accidental hits to remove, or None.
         partition_strategy: "mod" or "div".
         sparse_grad: whether weight and bias gradients are sparse.
+        label_mask: bool ``[B, T]``, True for a real label (padded slots of ``labels`` hold
+            0); None when every slot is real.
     """
 
     inputs: torch.Tensor
@@ -52,10 +58,16 @@ class Problem:
     hits: torch.Tensor | None
     partition_strategy: str
     sparse_grad: bool
+    label_mask: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
         return sum(int(w.shape[0]) for w in self.weights)
+
+    @property
+    def per_example(self) -> bool:
+        """Whether every row has its own candidates (``sampled`` is ``[B, S]``)."""
+        return self.sampled.dim() == 2
 
 
 def _check_inputs(inputs: Any) -> torch.Tensor:
@@ -84,18 +96,6 @@ def _check_table(
     return shards
 
 
-def _check_labels(labels: Any, num_true: int, inputs: torch.Tensor) -> torch.Tensor:
-    ids = as_int_tensor("labels", labels, device=inputs.device)
-    if ids.dim() == 1 and num_true == 1:
-        ids = ids.unsqueeze(1)
-    if ids.dim() != 2 or ids.shape != (inputs.shape[0], num_true):
-        raise ValueError(
-            f"labels must have shape [batch_size={inputs.shape[0]}, num_true={num_true}], "
-            f"got {tuple(ids.shape)}"
-        )
-    return ids.to(inputs.device)
-
-
 def _check_sampled_values(
     values: Any, num_classes: int, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -106,9 +106,7 @@ def _check_sampled_values(
         )
     device = labels.device
     sampled = as_int_tensor("sampled_values", values[0], device=device).detach().to(device)
-    if sampled.dim() != 1:
-        raise ValueError(f"sampled_values must hold 1-D sampled_candidates, got shape "
-                         f"{tuple(sampled.shape)}")
+    _check_candidates_shape(sampled, labels.shape[0])
     check_ids_in_range("sampled_values", sampled, num_classes)
     true_count = as_float_tensor("sampled_values", values[1], device=device)
     sampled_count = as_float_tensor("sampled_values", values[2], device=device)
@@ -120,10 +118,41 @@ def _check_sampled_values(
     return sampled, true_count, sampled_count
 
 
+def _check_candidates_shape(sampled: torch.Tensor, batch: int) -> None:
+    if sampled.dim() not in (1, 2):
+        raise ValueError(f"sampled_values must hold 1-D [num_sampled] (shared) or 2-D "
+                         f"[batch_size, num_sampled] (per-example) sampled_candidates, got "
+                         f"shape {tuple(sampled.shape)}")
+    if sampled.dim() == 2 and sampled.shape[0] != batch:
+        raise ValueError(f"sampled_values must hold per-example sampled_candidates "
+                         f"[batch_size={batch}, num_sampled], got shape {tuple(sampled.shape)}")
+
+
 def _broadcastable(count: torch.Tensor, shape: torch.Size) -> bool:
     if count.dim() > len(shape):
         return False
     return all(c in (1, s) for c, s in zip(reversed(count.shape), reversed(shape), strict=False))
+
+
+def _default_sample(
+    labels: torch.Tensor,
+    num_sampled: int,
+    num_classes: int,
+    per_example: bool,
+    seed: int | None,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The log-uniform unique sample, for the batch or for every row (validated labels)."""
+    if num_sampled > num_classes:
+        raise ValueError(
+            f"num_sampled must be <= num_classes={num_classes} for the default unique "
+            f"sampler, got {num_sampled} (Sampler's range is too small)"
+        )
+    # The labels are validated: call the samplers' cores, not their public functions.
+    gen = resolve_generator(seed, generator, labels.device)
+    if per_example:
+        return log_uniform_rows(labels, num_sampled, num_classes, gen)
+    return log_uniform_values(labels, num_sampled, True, num_classes, gen)
 
 
 def prepare(
@@ -141,6 +170,9 @@ def prepare(
     seed: int | None,
     generator: torch.Generator | None,
     sparse_grad: bool,
+    per_example_negatives: Any = False,
+    label_mask: Any = None,
+    padding_id: Any = None,
 ) -> Problem:
     """Validate a sampled-loss call, draw the default sample if needed, and find the hits.
 
@@ -150,33 +182,29 @@ def prepare(
     num_classes = check_int("num_classes", num_classes, minimum=1)
     num_true = check_int("num_true", num_true, minimum=1)
     strategy = check_choice("partition_strategy", partition_strategy, STRATEGIES)
+    per_example = check_bool("per_example_negatives", per_example_negatives)
     inputs = _check_inputs(inputs)
     w = _check_table("weights", weights, num_classes, strategy, inputs)
     if w[0].shape[1] != inputs.shape[1]:
         raise ValueError(f"inputs must have dim = the weights' row width {w[0].shape[1]}, "
                          f"got shape {tuple(inputs.shape)}")
     b = None if biases is None else _check_table("biases", biases, num_classes, strategy, inputs)
-    labels = _check_labels(labels, num_true, inputs)
-    check_ids_in_range("labels", labels, num_classes)
+    true = true_labels(labels, num_true, inputs, num_classes, label_mask=label_mask,
+                       padding_id=padding_id)
+    labels = true.ids
     if sampled_values is None:
-        if num_sampled > num_classes:
-            raise ValueError(
-                f"num_sampled must be <= num_classes={num_classes} for the default unique "
-                f"sampler, got {num_sampled} (Sampler's range is too small)"
-            )
-        # The labels are validated above: call the sampler's core, not its public function.
-        gen = resolve_generator(seed, generator, labels.device)
-        sampled, true_count, sampled_count = log_uniform_values(
-            labels, num_sampled, True, num_classes, gen)
+        sampled, true_count, sampled_count = _default_sample(
+            labels, num_sampled, num_classes, per_example, seed, generator)
     else:
         sampled, true_count, sampled_count = _check_sampled_values(
             sampled_values, num_classes, labels)
     hits = None
     if remove_accidental_hits:
-        if sampled.numel() != num_sampled:
+        if sampled.shape[-1] != num_sampled:
             raise ValueError(
                 f"sampled_values must hold num_sampled={num_sampled} candidates when "
-                f"remove_accidental_hits=True, got {sampled.numel()}")
-        hits = hit_mask(labels, sampled)
+                f"remove_accidental_hits=True, got {sampled.shape[-1]}")
+        hits = hit_mask(hit_labels(true), sampled)
     return Problem(inputs, w, b, labels, sampled, true_count.detach().to(inputs.dtype),
-                   sampled_count.detach().to(inputs.dtype), hits, strategy, bool(sparse_grad))
+                   sampled_count.detach().to(inputs.dtype), hits, strategy, bool(sparse_grad),
+                   true.mask)
