@@ -33,8 +33,9 @@ from gensim.models import Word2Vec as GensimWord2Vec
 from gensim.test.utils import datapath
 
 from torchnce._corpus import Corpus, load_corpus, read_lines, shipped_corpus_path, tokenize
+from torchnce._training import Trainer
 from torchnce._vectors import WordVectors
-from torchnce._word2vec import Trainer, Word2VecConfig
+from torchnce._word2vec import Word2VecConfig
 
 THREADS = 2
 BENCHMARKS = {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}
@@ -64,7 +65,7 @@ def evaluate(vectors: WordVectors, shared: set[str]) -> dict[str, float]:
 
 
 def run_torchnce(corpus: Corpus, config: Word2VecConfig) -> tuple[float, WordVectors]:
-    torch.set_num_threads(1)  # the two Hogwild workers are the parallelism, as in the CLI
+    torch.set_num_threads(1)  # the two Hogwild worker processes are the parallelism (CLI too)
     trainer = Trainer(corpus, config)
     start = time.perf_counter()
     trainer.run(lambda done, loss: None)

@@ -2,8 +2,11 @@
 
 import bz2
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -11,8 +14,9 @@ from scipy.stats import spearmanr
 
 from torchnce.__main__ import main
 from torchnce._corpus import load_corpus, shipped_corpus_path
+from torchnce._training import Trainer, WorkerError
 from torchnce._vectors import WordVectors, spearman
-from torchnce._word2vec import Word2Vec
+from torchnce._word2vec import Word2Vec, Word2VecConfig
 
 SUBJECTS = ["cat", "dog", "cow", "horse", "bird", "fish"]
 VERBS = ["eats", "sees", "likes", "finds"]
@@ -250,3 +254,29 @@ def test_bench_command_prints_a_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "full softmax" in out and "1,000" in out
     assert (tmp_path / "bench.png").exists()
+
+
+def test_worker_failure_is_reported_with_its_traceback(corpus, monkeypatch):
+    def broken(self, *args):
+        raise ValueError("boom in a worker")
+
+    monkeypatch.setattr(Word2Vec, "step", broken)
+    config = Word2VecConfig(dim=8, epochs=1, threads=2, min_count=1)
+    trainer = Trainer(load_corpus(corpus, 1), config)
+    with pytest.raises(WorkerError, match="boom in a worker"):
+        trainer.run(lambda done, loss: None)
+    assert all(not p.is_alive() for p in trainer._processes)
+
+
+def test_ctrl_c_with_worker_processes_saves_and_exits_130(corpus, tmp_path):
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        status = main(["word2vec", "--no-progress", "--corpus", str(corpus), "--threads", "2",
+                       "--dim", "8", "--epochs", "1000", "--batch-size", "16",
+                       "--out", str(tmp_path / "o")])
+    finally:
+        timer.cancel()
+    assert status == 130
+    words, vectors = read_word2vec(tmp_path / "o" / "vectors.txt")
+    assert words[0] == "the" and torch.isfinite(vectors).all()

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 
 from torchnce._corpus import Corpus, CorpusError, load_corpus, shipped_corpus_path
+from torchnce._training import Trainer, TrainLog
 from torchnce._vectors import Score, WordVectors, write_vocabulary, write_word2vec
-from torchnce._word2vec import LOSSES, Trainer, TrainLog, Word2VecConfig
+from torchnce._word2vec import LOSSES, Word2VecConfig
 
 PROBES = ("god", "king", "water", "david", "jesus", "love", "house", "war")
 
@@ -95,8 +96,7 @@ def run_word2vec(args: argparse.Namespace) -> int:
     print(f"corpus {path.name}: {corpus.num_words:,} words, vocabulary {len(corpus.words):,} "
           f"(min count {config.min_count})")
     torch.manual_seed(config.seed)
-    if config.threads > 1:
-        torch.set_num_threads(1)  # parallelism comes from the Hogwild workers
+    torch.set_num_threads(1)  # the parallelism is --threads Hogwild worker processes
     trainer = Trainer(corpus, config)
     start = time.perf_counter()
     log = _train(trainer, corpus, config, quiet=args.no_progress)
@@ -117,7 +117,6 @@ def _train(trainer: Trainer, corpus: Corpus, config: Word2VecConfig, quiet: bool
         trainer.run(bar)
     except KeyboardInterrupt:
         trainer.stop()
-        trainer.log.interrupted = True
     finally:
         close()
     return trainer.log

@@ -50,10 +50,15 @@ def example_logits(
     inputs: torch.Tensor, rows: torch.Tensor, bias_rows: torch.Tensor | None
 ) -> torch.Tensor:
     """``[B, K]`` logits of each row's own K classes, one batched matmul: ``rows`` is
-    ``[B, K, D]`` and ``bias_rows`` ``[B, K]``."""
+    ``[B, K, D]`` and ``bias_rows`` ``[B, K]``.
+
+    Computed as ``[1, D] × [D, K]`` per row: on CPU that batched product is 2–6× faster than
+    the equal ``[K, D] × [D, 1]`` one (measured at K = 6 and 65).
+    """
+    x, rows_t = inputs.unsqueeze(1), rows.transpose(1, 2)
     if bias_rows is None:
-        return torch.bmm(rows, inputs.unsqueeze(2)).squeeze(2)
-    return torch.baddbmm(bias_rows.unsqueeze(2), rows, inputs.unsqueeze(2)).squeeze(2)
+        return torch.bmm(x, rows_t).squeeze(1)
+    return torch.baddbmm(bias_rows.unsqueeze(1), x, rows_t).squeeze(1)
 
 
 def compose_logits(
