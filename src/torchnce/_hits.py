@@ -21,7 +21,7 @@ def last_positions(labels: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
     if sampled.shape[-1] == 0:
         return torch.full_like(labels, -1)
     values, order = torch.sort(sampled, dim=-1, stable=True)
-    at = (torch.searchsorted(values, labels, right=True) - 1).clamp_min(0)
+    at = (torch.searchsorted(values, labels.contiguous(), right=True) - 1).clamp_min(0)
     if sampled.dim() == 1:
         found, pos = values[at] == labels, order[at]
     else:
