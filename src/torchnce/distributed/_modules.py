@@ -1,0 +1,181 @@
+"""The class-sharded output layers: ``ShardedNCELoss`` and ``ShardedSampledSoftmaxLoss``.
+
+Each final class names the single-process loss it reproduces; the shard, the sampler, the
+process group and the plumbing are the shared base :class:`ShardedOutputLayer`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+import torch
+
+from torchnce._lookup import PartitionStrategy
+from torchnce._samplers import CandidateSampler
+from torchnce.distributed._base import Reduction, ShardedOutputLayer
+from torchnce.distributed._comm import Timeout
+
+
+@final
+class ShardedNCELoss(ShardedOutputLayer):
+    """:class:`torchnce.NCELoss` with its classes sharded over the ranks of a process group.
+
+    Rank ``r`` owns the rows of the classes ``shard_ids(C, r, P, partition_strategy)``
+    (TensorFlow's "mod" or "div" layout, uneven shards included) and its own batch
+    ``x_r`` ``[b_r, D]``. Every rank scores against the same ``S`` candidates; the rows its
+    examples need are fetched from their owners (one all-to-all), so that with ``X`` and ``Y``
+    the concatenation of the ranks' batches in rank order and ``W``, ``b`` the union of the
+    shards:
+
+    .. math::
+
+        \\sum_{r=0}^{P-1} L^{(r)} = \\texttt{nce\\_loss}(W, b, Y, X, S, C, T)
+            \\text{ reduced}, \\qquad
+        \\frac{\\partial}{\\partial W_r}, \\frac{\\partial}{\\partial x_r}
+            \\text{ equal the single-process gradients}
+
+    in training mode, and the exact full sigmoid loss :func:`torchnce.nce_eval_loss` of the
+    rank's rows in eval mode (partial softplus sums of every shard, added).
+
+    Args:
+        num_classes: C.
+        embedding_dim: D.
+        num_sampled: S, candidates per step, shared by all ranks.
+        num_true: T.
+        sampler: a :class:`torchnce.CandidateSampler` whose draw does not depend on the labels
+            (all but :class:`torchnce.LearnedUnigramSampler`); None builds
+            ``LogUniformSampler(num_classes)``.
+        remove_accidental_hits: as :class:`torchnce.NCELoss` (default False).
+        bias: learn a bias per class.
+        partition_strategy: ``"mod"`` or ``"div"``, which classes each rank owns.
+        sparse_grad: sparse gradients of the shard in training mode.
+        reduction: ``"mean"`` (over the global batch), ``"sum"`` or ``"none"``.
+        seed: the seed of the sampler's generator; ranks draw identical candidates because
+            they share it and step in lockstep (no broadcast needed).
+        group: the process group (None: the default group).
+        timeout: seconds (or a ``timedelta``) after which a collective fails with
+            :class:`CollectiveError`; creates a group of the same ranks with this timeout
+            (every rank of the default group must construct the layer). None keeps the
+            group's own timeout.
+        device: where to create the shard (the GPU of this rank for NCCL).
+        dtype: its floating dtype.
+
+    Raises:
+        TypeError, ValueError: as :class:`torchnce.NCELoss`.
+        RuntimeError: no initialised process group.
+
+    Note:
+        Every rank must call ``forward``, ``backward`` and ``top_k`` in the same order; the
+        full loss is differentiable too (an exact vocabulary-parallel loss). Per-example
+        negatives are not supported. Traffic per step and rank:
+        ``2(P−1)/P·(S + b·T)·(D + 1)`` values (docs/distributed.md).
+
+    Example:
+        >>> import torch, torch.distributed as dist
+        >>> from torchnce.distributed import ShardedNCELoss
+        >>> dist.init_process_group("gloo")  # doctest: +SKIP
+        >>> layer = ShardedNCELoss(10**6, 128, num_sampled=8192, seed=0)  # doctest: +SKIP
+        >>> loss = layer(inputs, labels)  # this rank's batch  # doctest: +SKIP
+        >>> loss.backward()  # doctest: +SKIP
+    """
+
+    _kind = "nce"
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        num_sampled: int,
+        *,
+        num_true: int = 1,
+        sampler: CandidateSampler | None = None,
+        remove_accidental_hits: bool = False,
+        bias: bool = True,
+        partition_strategy: PartitionStrategy = "mod",
+        sparse_grad: bool = False,
+        reduction: Reduction = "mean",
+        seed: int = 0,
+        group: Any = None,
+        timeout: Timeout | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            num_classes, embedding_dim, num_sampled, num_true=num_true, sampler=sampler,
+            remove_accidental_hits=remove_accidental_hits, bias=bias,
+            partition_strategy=partition_strategy, sparse_grad=sparse_grad,
+            reduction=reduction, seed=seed, group=group, timeout=timeout, device=device,
+            dtype=dtype,
+        )
+
+
+@final
+class ShardedSampledSoftmaxLoss(ShardedOutputLayer):
+    """:class:`torchnce.SampledSoftmaxLoss` with its classes sharded over the ranks.
+
+    Same shards, candidates, arguments and exchange as :class:`ShardedNCELoss`; the loss of
+    each row is :func:`torchnce.sampled_softmax_loss` in training mode and the exact full
+    softmax :func:`torchnce.sampled_softmax_eval_loss` in eval mode, whose partition is
+    merged from the shards' partial log-sum-exps:
+
+    .. math::
+
+        \\log \\sum_{c=0}^{C-1} e^{\\ell_{ic}}
+            = \\operatorname{logsumexp}_{p} \\Bigl( \\log \\sum_{c \\in \\text{shard } p}
+              e^{\\ell_{ic}} \\Bigr)
+
+    Args:
+        num_classes: C.
+        embedding_dim: D.
+        num_sampled: S, candidates per step, shared by all ranks.
+        num_true: T.
+        sampler: as :class:`ShardedNCELoss`.
+        remove_accidental_hits: as :class:`torchnce.SampledSoftmaxLoss` (default True).
+        bias: learn a bias per class.
+        partition_strategy: ``"mod"`` or ``"div"``.
+        sparse_grad: sparse gradients of the shard in training mode.
+        reduction: ``"mean"`` (over the global batch), ``"sum"`` or ``"none"``.
+        seed: the shared seed of the sampler's generator.
+        group: the process group (None: the default group).
+        timeout: as :class:`ShardedNCELoss`.
+        device: where to create the shard.
+        dtype: its floating dtype.
+
+    Raises:
+        TypeError, ValueError: as :class:`torchnce.SampledSoftmaxLoss`.
+        RuntimeError: no initialised process group.
+
+    Example:
+        >>> from torchnce.distributed import ShardedSampledSoftmaxLoss
+        >>> layer = ShardedSampledSoftmaxLoss(10**6, 128, 8192, timeout=60)  # doctest: +SKIP
+        >>> scores, ids = layer.top_k(inputs, 5)  # doctest: +SKIP
+    """
+
+    _kind = "softmax"
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        num_sampled: int,
+        *,
+        num_true: int = 1,
+        sampler: CandidateSampler | None = None,
+        remove_accidental_hits: bool = True,
+        bias: bool = True,
+        partition_strategy: PartitionStrategy = "mod",
+        sparse_grad: bool = False,
+        reduction: Reduction = "mean",
+        seed: int = 0,
+        group: Any = None,
+        timeout: Timeout | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            num_classes, embedding_dim, num_sampled, num_true=num_true, sampler=sampler,
+            remove_accidental_hits=remove_accidental_hits, bias=bias,
+            partition_strategy=partition_strategy, sparse_grad=sparse_grad,
+            reduction=reduction, seed=seed, group=group, timeout=timeout, device=device,
+            dtype=dtype,
+        )
