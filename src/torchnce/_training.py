@@ -96,16 +96,20 @@ class Trainer:
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + j)
         kept, kept_lines = subsample(ids, lines, self.keep, gen)
         inputs, mask, labels = examples(config.model, kept, kept_lines, config.window, gen)
+        if labels.numel() == 0:
+            return ids.numel(), 0.0, 0
+        sampled, true, counts = self.model.negatives(labels, gen)
         size, total, count = config.batch_size, 0.0, 0
         for i in range(0, labels.numel(), size):
             if stopped():
                 break
-            progress = (j + i / max(labels.numel(), 1)) / len(self.plan)
+            progress = (j + i / labels.numel()) / len(self.plan)
             lr = config.start_lr * max(1.0 - progress, _MIN_LR_FRACTION)
-            batch_mask = None if mask is None else mask[i:i + size]
-            total += self.model.step(inputs[i:i + size], batch_mask, labels[i:i + size], lr,
-                                     gen, weights)
-            count += labels[i:i + size].numel()
+            part = slice(i, i + size)
+            total += self.model.step(inputs[part], None if mask is None else mask[part],
+                                     labels[part], (sampled[part], true[part], counts[part]),
+                                     lr, weights)
+            count += labels[part].numel()
         return ids.numel(), total, count
 
     def _run_workers(self, on_chunk: Callable[[int, float], None]) -> TrainLog:

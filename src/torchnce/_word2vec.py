@@ -23,6 +23,7 @@ from torchnce._samplers import CandidateSampler, LogUniformSampler
 Model = Literal["skipgram", "cbow"]
 LossName = Literal["neg", "nce", "sampled_softmax"]
 SamplerName = Literal["unigram", "log_uniform"]
+Negatives = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "neg": negative_sampling_loss, "nce": nce_loss, "sampled_softmax": sampled_softmax_loss}
 
@@ -97,22 +98,24 @@ class Word2Vec:
         alias = torch.empty(0).set_(table.untyped_storage(), 0, table.shape, table.stride())
         return alias.requires_grad_()
 
-    def _negatives(self, labels: torch.Tensor,
-                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``num_sampled`` independent draws per example, with their expected counts
-        ``num_sampled · q`` (draws with replacement)."""
-        batch, k = labels.shape[0], self.config.num_sampled
-        flat = self.sampler.sample(labels, batch * k, unique=False, generator=gen)
-        # The sampler's counts are q · B·k for B·k draws; each example has k of them.
-        return (flat.sampled_candidates.view(batch, k), flat.true_expected_count / batch,
-                (flat.sampled_expected_count / batch).view(batch, k))
+    def negatives(self, labels: torch.Tensor, gen: torch.Generator) -> Negatives:
+        """``num_sampled`` independent draws for each of the ``[N]`` labels' examples, with
+        their expected counts ``num_sampled · q`` (draws with replacement): the per-example
+        ``sampled_values`` of the loss, ``([N, k], [N, 1], [N, k])``. One sampler call for a
+        whole chunk of examples; batches take slices."""
+        n, k = labels.shape[0], self.config.num_sampled
+        flat = self.sampler.sample(labels.unsqueeze(1), n * k, unique=False, generator=gen)
+        # The sampler's counts are q · N·k for N·k draws; each example has k of them.
+        return (flat.sampled_candidates.view(n, k), flat.true_expected_count / n,
+                (flat.sampled_expected_count / n).view(n, k))
 
     def step(self, inputs_ids: torch.Tensor, mask: torch.Tensor | None, labels: torch.Tensor,
-             lr: float, gen: torch.Generator, weights: torch.Tensor) -> float:
+             negatives: Negatives, lr: float, weights: torch.Tensor) -> float:
         """One SGD step; returns the summed loss of the batch.
 
         Skip-gram: ``inputs_ids`` is ``[B]`` (the centers). CBOW: ``[B, 2·window]`` context ids
-        with ``mask``; the input vector is the mean of the masked context vectors.
+        with ``mask``; the input vector is the mean of the masked context vectors. ``labels``
+        is ``[B]`` and ``negatives`` their slice of :meth:`negatives`.
         """
         rows = self.input_vectors.index_select(0, inputs_ids.reshape(-1))
         rows = rows.view(*inputs_ids.shape, -1).requires_grad_()
@@ -123,8 +126,7 @@ class Word2Vec:
             inputs = (rows * weight.unsqueeze(2)).sum(1)
         labels = labels.unsqueeze(1)
         loss = self.loss_fn(weights, None, labels, inputs, self.config.num_sampled,
-                            self.num_classes, sampled_values=self._negatives(labels, gen),
-                            sparse_grad=True).sum()
+                            self.num_classes, sampled_values=negatives, sparse_grad=True).sum()
         # Backpropagating -lr gives the SGD updates themselves; index_add_ without alpha is
         # 3x faster on CPU than with it.
         step_rows, step_w = torch.autograd.grad(loss, (rows, weights),
