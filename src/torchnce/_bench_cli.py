@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +78,7 @@ def sampled_step(loss_fn: Any) -> Callable[[dict[str, torch.Tensor], int], Step]
 
 
 def tensorflow_step(data: dict[str, torch.Tensor], num_sampled: int) -> Step:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     import tensorflow as tf  # type: ignore[import-untyped]
 
     w, b = tf.Variable(data["weights"].numpy()), tf.Variable(data["biases"].numpy())
