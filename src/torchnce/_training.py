@@ -5,7 +5,7 @@ turned into shuffled examples and trained batch by batch; its random draws come 
 seed, so they do not depend on which worker runs it. With ``threads > 1`` the chunks are dealt
 to that many forked worker *processes* that update the two tables in shared memory without
 locks (Hogwild, as word2vec and gensim do with threads): processes, because Python threads
-would serialise on the interpreter lock between torch calls. Without ``fork`` (not Linux),
+would serialise on the interpreter lock between torch calls. On other systems than Linux,
 or with one thread, everything runs in the calling process.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ class WorkerError(RuntimeError):
 
 
 def _can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Forked workers on Linux only (macOS lists ``fork`` but torch is not fork-safe there)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 class Trainer:
