@@ -8,6 +8,7 @@ from typing import Any, Literal, final
 import torch
 
 from torchnce._checks import as_int_tensor, check_choice, check_int
+from torchnce._samplers import keep_dtypes
 
 Hash = Literal["mod", "multiplicative"]
 HASHES = ("mod", "multiplicative")
@@ -127,10 +128,5 @@ class StreamingFrequencyEstimator(torch.nn.Module):
     ) -> StreamingFrequencyEstimator:
         """Move the buffers with ``.to(device)`` but keep their dtypes: a float16 gap would
         swallow the moving average's small steps."""
-
-        def same_dtype(tensor: torch.Tensor) -> torch.Tensor:
-            moved = fn(tensor)
-            return moved if moved.dtype == tensor.dtype else tensor.to(moved.device)
-
-        module: StreamingFrequencyEstimator = super()._apply(same_dtype, recurse)  # type: ignore[no-untyped-call]
+        module: StreamingFrequencyEstimator = super()._apply(keep_dtypes(fn), recurse)  # type: ignore[no-untyped-call]
         return module

@@ -119,12 +119,21 @@ class CandidateSampler(torch.nn.Module, abc.ABC):
         ``.double()`` or ``.half()``: float32 probabilities and float64 alias thresholds are
         part of TensorFlow's semantics."""
 
-        def same_dtype(tensor: torch.Tensor) -> torch.Tensor:
-            moved = fn(tensor)
-            return moved if moved.dtype == tensor.dtype else tensor.to(moved.device)
-
-        module: CandidateSampler = super()._apply(same_dtype, recurse)  # type: ignore[no-untyped-call]
+        module: CandidateSampler = super()._apply(keep_dtypes(fn), recurse)  # type: ignore[no-untyped-call]
         return module
+
+
+def keep_dtypes(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` for ``nn.Module._apply`` that moves a tensor to ``fn``'s device but never
+    changes its dtype (for tables whose dtypes are part of the semantics)."""
+
+    def same_dtype(tensor: torch.Tensor) -> torch.Tensor:
+        moved = fn(tensor)
+        return moved if moved.dtype == tensor.dtype else tensor.to(moved.device)
+
+    return same_dtype
 
 
 @final
