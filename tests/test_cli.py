@@ -178,6 +178,20 @@ def test_missing_corpus_is_a_one_line_error(tmp_path, capsys):
     assert "does not exist" in err and err.count("\n") == 1
 
 
+def test_corpus_that_is_a_directory(tmp_path, capsys):
+    status, err = errors(["--corpus", str(tmp_path)], tmp_path, capsys)
+    assert (status, "is a directory" in err) == (2, True)
+
+
+def test_output_path_that_is_a_file_fails_before_training(corpus, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    status = main(["word2vec", "--no-progress", "--corpus", str(corpus),
+                   "--out", str(blocker / "out")])
+    err = capsys.readouterr().err
+    assert (status, "cannot be created" in err, err.count("\n")) == (2, True, 1)
+
+
 def test_empty_corpus(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n 123 \n")
@@ -214,11 +228,18 @@ def test_missing_evaluation_file_fails_before_training(corpus, tmp_path, capsys)
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_option_value_exits_2(corpus, tmp_path, capsys):
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--dim", "0", "must be a positive integer"),
+    ("--lr", "-1", "must be a positive number"),
+    ("--distortion", "nan", "must be a finite number"),
+    ("--subsample", "-0.1", "must be >= 0"),
+    ("--loss", "hinge", "invalid choice"),
+])
+def test_bad_option_value_exits_2(capsys, option, value, message):
     with pytest.raises(SystemExit) as e:
-        main(["word2vec", "--dim", "0"])
+        main(["word2vec", option, value])
     assert e.value.code == 2
-    assert "must be a positive integer" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_ctrl_c_saves_what_was_trained(corpus, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +37,7 @@ def add_word2vec_parser(sub: Any) -> None:
     p.add_argument("--loss", choices=tuple(LOSSES), default=d.loss,
                    help="neg: word2vec negative sampling; nce; sampled_softmax")
     p.add_argument("--sampler", choices=("unigram", "log_uniform"), default=d.sampler)
-    p.add_argument("--distortion", type=float, default=d.distortion,
+    p.add_argument("--distortion", type=_finite, default=d.distortion,
                    help="power of the unigram counts (default 0.75)")
     p.add_argument("--dim", type=_positive, default=d.dim)
     p.add_argument("--window", type=_positive, default=d.window)
@@ -47,7 +48,7 @@ def add_word2vec_parser(sub: Any) -> None:
     p.add_argument("--subsample", type=_non_negative, default=d.subsample,
                    help="frequent-word subsampling threshold (0: off)")
     p.add_argument("--min-count", type=_positive, default=d.min_count)
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=_positive_float, default=None,
                    help="start learning rate (default 0.025 skip-gram, 0.05 CBOW)")
     p.add_argument("--threads", type=_positive, default=d.threads)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -74,6 +75,20 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _config(args: argparse.Namespace) -> Word2VecConfig:
     return Word2VecConfig(
         model=args.model, loss=args.loss, sampler=args.sampler, distortion=args.distortion,
@@ -88,6 +103,7 @@ def run_word2vec(args: argparse.Namespace) -> int:
     for what, extra in (("similarity", args.eval_similarity), ("analogy", args.eval_analogy)):
         if extra is not None and not extra.is_file():
             raise CorpusError(f"{what} file {extra} does not exist; check the path")
+    _make_output_dir(args.out)
     corpus = load_corpus(path, config.min_count)
     if len(corpus.words) <= config.num_sampled:
         raise CorpusError(f"corpus file {path} has a vocabulary of {len(corpus.words)} words, "
@@ -108,6 +124,15 @@ def run_word2vec(args: argparse.Namespace) -> int:
         print("interrupted: wrote the vectors trained so far", file=sys.stderr)
         return 130
     return 0
+
+
+def _make_output_dir(out: Path) -> None:
+    """Create ``--out`` before training, so that a bad path fails before the work is done."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CorpusError(f"output directory {out} cannot be created ({e.strerror}); "
+                          "choose another --out") from None
 
 
 def _train(trainer: Trainer, corpus: Corpus, config: Word2VecConfig, quiet: bool) -> TrainLog:
@@ -175,7 +200,6 @@ def _show(label: str, score: Score, path: Path) -> dict[str, Any]:
 
 def _write(out: Path, corpus: Corpus, vectors: WordVectors, log: TrainLog,
            report: dict[str, Any], config: Word2VecConfig) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     write_word2vec(out / "vectors.txt", corpus.words, vectors.vectors)
     write_vocabulary(out / "vocab.txt", corpus.words, corpus.counts)
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

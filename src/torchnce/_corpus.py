@@ -63,6 +63,8 @@ def _open_text(path: Path) -> IO[str]:
 
 def read_lines(path: Path, what: str = "corpus") -> list[str]:
     """The lines of a UTF-8 text file, plain or compressed (.gz, .bz2, .xz)."""
+    if path.is_dir():
+        raise CorpusError(f"{what} file {path} is a directory; give a text file")
     if not path.is_file():
         raise CorpusError(f"{what} file {path} does not exist; check the path")
     try:
