@@ -28,11 +28,13 @@ _LR = 0.1
 def add_bench_parser(sub: Any) -> None:
     p = sub.add_parser("bench", help="time a training step against the number of classes",
                        description="Time one training step: full softmax, sampled softmax, "
-                                   "NCE (and TensorFlow's nce_loss when installed).")
-    p.add_argument("--classes", type=float, nargs="+", default=[1e4, 1e5, 1e6])
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--num-sampled", type=int, default=256)
+                                   "NCE (and TensorFlow's nce_loss when installed).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--classes", type=float, nargs="+", default=[1e4, 1e5, 1e6],
+                   help="numbers of classes C")
+    p.add_argument("--batch-size", type=int, default=512, help="B")
+    p.add_argument("--dim", type=int, default=128, help="D")
+    p.add_argument("--num-sampled", type=int, default=256, help="S")
     p.add_argument("--repeats", type=int, default=10, help="timed steps per cell (median)")
     p.add_argument("--no-tensorflow", action="store_true", help="skip TensorFlow even if found")
     p.add_argument("--out", type=Path, default=Path("bench.png"), help="plot file")

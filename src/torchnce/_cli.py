@@ -29,29 +29,37 @@ PROBES = ("god", "king", "water", "david", "jesus", "love", "house", "war")
 
 def add_word2vec_parser(sub: Any) -> None:
     p = sub.add_parser("word2vec", help="train word vectors (skip-gram or CBOW)",
-                       description="Train word2vec embeddings with torchnce's sampled losses.")
+                       description="Train word2vec embeddings with torchnce's sampled losses.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = Word2VecConfig()
     p.add_argument("--corpus", type=Path, default=None,
-                   help="plain text or .gz/.bz2/.xz (default: the shipped King James Bible)")
-    p.add_argument("--model", choices=("skipgram", "cbow"), default=d.model)
+                   help="plain text or .gz/.bz2/.xz; None: the shipped King James Bible")
+    p.add_argument("--model", choices=("skipgram", "cbow"), default=d.model,
+                   help="skip-gram (predict the context) or CBOW (predict the center)")
     p.add_argument("--loss", choices=tuple(LOSSES), default=d.loss,
-                   help="neg: word2vec negative sampling; nce; sampled_softmax")
-    p.add_argument("--sampler", choices=("unigram", "log_uniform"), default=d.sampler)
+                   help="neg: word2vec's negative sampling; nce; sampled_softmax")
+    p.add_argument("--sampler", choices=("unigram", "log_uniform"), default=d.sampler,
+                   help="noise distribution: unigram^distortion, or Zipf over the ranks")
     p.add_argument("--distortion", type=_finite, default=d.distortion,
-                   help="power of the unigram counts (default 0.75)")
-    p.add_argument("--dim", type=_positive, default=d.dim)
-    p.add_argument("--window", type=_positive, default=d.window)
+                   help="power of the unigram counts")
+    p.add_argument("--dim", type=_positive, default=d.dim, help="vector size")
+    p.add_argument("--window", type=_positive, default=d.window,
+                   help="largest distance to a context word (reduced at random per word)")
     p.add_argument("--num-sampled", type=_positive, default=d.num_sampled,
                    help="negatives per example")
-    p.add_argument("--epochs", type=_positive, default=d.epochs)
-    p.add_argument("--batch-size", type=_positive, default=d.batch_size)
+    p.add_argument("--epochs", type=_positive, default=d.epochs, help="passes over the corpus")
+    p.add_argument("--batch-size", type=_positive, default=d.batch_size,
+                   help="examples per SGD step (per worker)")
     p.add_argument("--subsample", type=_non_negative, default=d.subsample,
                    help="frequent-word subsampling threshold (0: off)")
-    p.add_argument("--min-count", type=_positive, default=d.min_count)
+    p.add_argument("--min-count", type=_positive, default=d.min_count,
+                   help="drop words seen fewer times")
     p.add_argument("--lr", type=_positive_float, default=None,
-                   help="start learning rate (default 0.025 skip-gram, 0.05 CBOW)")
-    p.add_argument("--threads", type=_positive, default=d.threads)
-    p.add_argument("--seed", type=int, default=d.seed)
+                   help="start learning rate, decaying linearly; None: 0.025 for skip-gram, "
+                        "0.05 for CBOW")
+    p.add_argument("--threads", type=_positive, default=d.threads,
+                   help="Hogwild worker processes")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--out", type=Path, default=Path("word2vec-out"), help="output directory")
     p.add_argument("--eval-similarity", type=Path, default=None, metavar="FILE",
                    help="WordSim353-format file: Spearman correlation")
