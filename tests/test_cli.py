@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 import torch
@@ -289,15 +288,17 @@ def test_worker_failure_is_reported_with_its_traceback(corpus, monkeypatch):
     assert all(not p.is_alive() for p in trainer._processes)
 
 
-def test_ctrl_c_with_worker_processes_saves_and_exits_130(corpus, tmp_path):
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        status = main(["word2vec", "--no-progress", "--corpus", str(corpus), "--threads", "2",
-                       "--dim", "8", "--epochs", "1000", "--batch-size", "16",
-                       "--out", str(tmp_path / "o")])
-    finally:
-        timer.cancel()
+def test_ctrl_c_with_worker_processes_saves_and_exits_130(corpus, tmp_path, monkeypatch):
+    record = Trainer._record
+
+    def interrupt_after_first_chunk(self, *args):
+        record(self, *args)
+        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C, while the workers are running
+
+    monkeypatch.setattr(Trainer, "_record", interrupt_after_first_chunk)
+    status = main(["word2vec", "--no-progress", "--corpus", str(corpus), "--threads", "2",
+                   "--dim", "8", "--epochs", "1000", "--batch-size", "16",
+                   "--out", str(tmp_path / "o")])
     assert status == 130
     words, vectors = read_word2vec(tmp_path / "o" / "vectors.txt")
     assert words[0] == "the" and torch.isfinite(vectors).all()
