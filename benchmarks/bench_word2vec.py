@@ -33,7 +33,7 @@ from gensim.models import Word2Vec as GensimWord2Vec
 from gensim.test.utils import datapath
 
 from torchnce._corpus import Corpus, load_corpus, read_lines, shipped_corpus_path, tokenize
-from torchnce._training import Trainer
+from torchnce._training import Trainer, keep_freed_memory
 from torchnce._vectors import WordVectors
 from torchnce._word2vec import Word2VecConfig
 
@@ -66,6 +66,7 @@ def evaluate(vectors: WordVectors, shared: set[str]) -> dict[str, float]:
 
 def run_torchnce(corpus: Corpus, config: Word2VecConfig) -> tuple[float, WordVectors]:
     torch.set_num_threads(1)  # the two Hogwild worker processes are the parallelism (CLI too)
+    keep_freed_memory()  # as the command line does
     trainer = Trainer(corpus, config)
     start = time.perf_counter()
     trainer.run(lambda done, loss: None)

@@ -3,6 +3,7 @@
 import bz2
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from scipy.stats import spearmanr
 
 from torchnce.__main__ import main
 from torchnce._corpus import load_corpus, shipped_corpus_path
-from torchnce._training import Trainer, WorkerError
+from torchnce._training import Trainer, WorkerError, keep_freed_memory
 from torchnce._vectors import WordVectors, spearman
 from torchnce._word2vec import Word2Vec, Word2VecConfig
 
@@ -302,3 +303,9 @@ def test_ctrl_c_with_worker_processes_saves_and_exits_130(corpus, tmp_path, monk
     assert status == 130
     words, vectors = read_word2vec(tmp_path / "o" / "vectors.txt")
     assert words[0] == "the" and torch.isfinite(vectors).all()
+
+
+def test_keep_freed_memory_takes_effect_on_linux_glibc():
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's mallopt")
+    assert keep_freed_memory() is True

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from torchnce._corpus import Corpus, CorpusError, load_corpus, shipped_corpus_path
-from torchnce._training import Trainer, TrainLog
+from torchnce._training import Trainer, TrainLog, keep_freed_memory
 from torchnce._vectors import Score, WordVectors, write_vocabulary, write_word2vec
 from torchnce._word2vec import LOSSES, Word2VecConfig
 
@@ -121,6 +121,7 @@ def run_word2vec(args: argparse.Namespace) -> int:
           f"(min count {config.min_count})")
     torch.manual_seed(config.seed)
     torch.set_num_threads(1)  # the parallelism is --threads Hogwild worker processes
+    keep_freed_memory()
     trainer = Trainer(corpus, config)
     start = time.perf_counter()
     log = _train(trainer, corpus, config, quiet=args.no_progress)
