@@ -24,6 +24,7 @@ import logging
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,15 +52,17 @@ def parse_args() -> argparse.Namespace:
 
 
 def evaluate(vectors: WordVectors, shared: set[str]) -> dict[str, float]:
+    """Scores over the pairs in both vocabularies (``shared``): the benchmark files are
+    filtered to those pairs, then scored by torchnce's own ``WordVectors.similarity``."""
     scores = {}
-    for name, file in BENCHMARKS.items():
-        path = Path(datapath(file))
-        rows = [line for line in read_lines(path) if not line.startswith("#")]
-        known = [r for r in rows if all(w.lower() in shared for w in r.split("\t")[:2])]
-        filtered = Path(f"/tmp/torchnce-bench-{name}.tsv")
-        filtered.write_text("\n".join(known) + "\n", encoding="utf-8")
-        scores[name] = vectors.similarity(filtered).value
-        scores[name + "_pairs"] = len(known)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, file in BENCHMARKS.items():
+            rows = [line for line in read_lines(Path(datapath(file))) if not line.startswith("#")]
+            known = [r for r in rows if all(w.lower() in shared for w in r.split("\t")[:2])]
+            filtered = Path(tmp) / f"{name}.tsv"
+            filtered.write_text("\n".join(known) + "\n", encoding="utf-8")
+            scores[name] = vectors.similarity(filtered).value
+            scores[name + "_pairs"] = len(known)
     scores["analogy"] = vectors.analogy(Path(datapath("questions-words.txt"))).value
     return scores
 

@@ -14,7 +14,6 @@ import importlib.resources
 import lzma
 import re
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -113,12 +112,6 @@ def keep_probability(counts: torch.Tensor, sample: float) -> torch.Tensor:
         return torch.ones(counts.shape, dtype=torch.float64)
     f = counts.double() / counts.sum()
     return ((f / sample).sqrt() + 1).mul(sample / f).clamp(max=1.0)
-
-
-def chunks(corpus: Corpus, chunk_tokens: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The corpus in ``(ids, lines)`` pieces of about ``chunk_tokens`` tokens."""
-    for start in range(0, corpus.ids.numel(), chunk_tokens):
-        yield corpus.ids[start:start + chunk_tokens], corpus.lines[start:start + chunk_tokens]
 
 
 def subsample(ids: torch.Tensor, lines: torch.Tensor, keep: torch.Tensor,
