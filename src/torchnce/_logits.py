@@ -83,6 +83,8 @@ def compose_logits(
     """
     if rows.dim() == 3:
         logits = example_logits(inputs, rows, bias_rows)
+        if hits is None and log_q is None and label_mask is None:
+            return logits  # negative sampling's per-example logits: nothing to compose
         true_logits, sampled_logits = logits[:, :num_true], logits[:, num_true:]
     else:
         true_logits, sampled_logits = _shared_logits(inputs, rows, bias_rows, num_true)

@@ -99,7 +99,10 @@ def _check_table(
 def _check_sampled_values(
     values: Any, num_classes: int, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != 3:
+    # A tuple or list first: the Sequence ABC check costs microseconds on every call.
+    sequence = isinstance(values, (tuple, list)) or (
+        isinstance(values, Sequence) and not isinstance(values, str))
+    if not sequence or len(values) != 3:
         raise ValueError(
             "sampled_values must be a 3-tuple (sampled_candidates, true_expected_count, "
             f"sampled_expected_count), got {type(values).__name__}"

@@ -91,9 +91,8 @@ class Trainer:
 
     def run(self, on_chunk: Callable[[int, float], None]) -> TrainLog:
         if self.workers == 1:
-            weights = self.model.alias()
             for j in range(len(self.plan)):
-                self._record(*self.train_chunk(j, weights, lambda: False), on_chunk)
+                self._record(*self.train_chunk(j, lambda: False), on_chunk)
             return self.log
         return self._run_workers(on_chunk)
 
@@ -112,8 +111,7 @@ class Trainer:
                 process.terminate()
         self._processes = []
 
-    def train_chunk(self, j: int, weights: torch.Tensor,
-                    stopped: Callable[[], bool]) -> tuple[int, float, int]:
+    def train_chunk(self, j: int, stopped: Callable[[], bool]) -> tuple[int, float, int]:
         """Train on chunk ``j`` of the plan: ``(tokens, summed loss, examples)``."""
         config, start = self.config, self.plan[j]
         ids = self.corpus.ids[start:start + CHUNK_TOKENS]
@@ -133,7 +131,7 @@ class Trainer:
             part = slice(i, i + size)
             total += self.model.step(inputs[part], None if mask is None else mask[part],
                                      labels[part], (sampled[part], true[part], counts[part]),
-                                     lr, weights)
+                                     lr)
             count += labels[part].numel()
         return ids.numel(), total, count
 
@@ -162,11 +160,10 @@ class Trainer:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
         torch.set_num_threads(1)
         try:
-            weights = self.model.alias()
             for j in range(worker, len(self.plan), self.workers):
                 if self._stop.is_set():
                     break
-                queue.put(self.train_chunk(j, weights, self._stop.is_set))
+                queue.put(self.train_chunk(j, self._stop.is_set))
         except BaseException:
             queue.put(traceback.format_exc())
         queue.put(None)

@@ -1,22 +1,26 @@
 """word2vec trained with torchnce's losses: the settings, the two tables and one SGD step.
 
-Every step calls a public torchnce loss (``negative_sampling_loss``, ``nce_loss`` or
-``sampled_softmax_loss``) with ``num_sampled`` negatives drawn independently for every example
-(the word2vec way) from a torchnce sampler, and applies plain SGD. The epochs, the learning-rate
-schedule and the Hogwild workers are in ``_training``.
+Every step computes a torchnce loss (``negative_sampling_loss``, ``nce_loss`` or
+``sampled_softmax_loss``, with their defaults) with ``num_sampled`` negatives drawn
+independently for every example (the word2vec way) from a torchnce sampler, and applies plain
+SGD. The step validates its batch as the public functions do (``prepare``) and takes the loss
+and its gradients from the code of their fused autograd node, without building a graph: on CPU
+the graph and the sparse gradient tensor cost more than the arithmetic of a word2vec batch.
+Tests pin the updates to those of autograd through the public functions. The epochs, the
+learning-rate schedule and the Hogwild workers are in ``_training``.
 """
 
 from __future__ import annotations
 
 import mmap
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
 from torchnce._corpus import Corpus, cbow_windows, skipgram_pairs
-from torchnce._losses import nce_loss, negative_sampling_loss, sampled_softmax_loss
+from torchnce._fused import Kind, sampled_loss_grads
+from torchnce._problem import prepare
 from torchnce._sampler_fixed import FixedUnigramSampler
 from torchnce._samplers import CandidateSampler, LogUniformSampler
 
@@ -24,8 +28,21 @@ Model = Literal["skipgram", "cbow"]
 LossName = Literal["neg", "nce", "sampled_softmax"]
 SamplerName = Literal["unigram", "log_uniform"]
 Negatives = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "neg": negative_sampling_loss, "nce": nce_loss, "sampled_softmax": sampled_softmax_loss}
+
+
+class LossSpec(NamedTuple):
+    """What a public loss computes, with its defaults: the row loss, log-Q, hit removal."""
+
+    kind: Kind
+    subtract_log_q: bool
+    remove_accidental_hits: bool
+
+
+LOSSES: dict[str, LossSpec] = {
+    "neg": LossSpec("nce", False, False),  # negative_sampling_loss
+    "nce": LossSpec("nce", True, False),  # nce_loss
+    "sampled_softmax": LossSpec("softmax", True, True),  # sampled_softmax_loss
+}
 
 
 @dataclass(frozen=True)
@@ -80,7 +97,7 @@ class Word2Vec:
         self.input_vectors.copy_((torch.rand(size, dim, generator=gen) - 0.5) / dim)
         self.output_vectors = self._table(size, dim, shared)
         self.sampler = make_sampler(corpus, config)
-        self.loss_fn = LOSSES[config.loss]
+        self.loss_spec = LOSSES[config.loss]
 
     def _table(self, rows: int, cols: int, shared: bool) -> torch.Tensor:
         """A zero float32 table; with ``shared``, in anonymous shared memory, so that worker
@@ -90,13 +107,6 @@ class Word2Vec:
         buffer = mmap.mmap(-1, max(rows * cols * 4, 1))
         self._buffers.append(buffer)
         return torch.frombuffer(buffer, dtype=torch.float32, count=rows * cols).view(rows, cols)
-
-    def alias(self) -> torch.Tensor:
-        """A leaf sharing ``output_vectors``' memory with its own version counter: the loss's
-        ``weights``, whose saved-tensor check the in-place updates must not trip."""
-        table = self.output_vectors
-        alias = torch.empty(0).set_(table.untyped_storage(), 0, table.shape, table.stride())
-        return alias.requires_grad_()
 
     def negatives(self, labels: torch.Tensor, gen: torch.Generator) -> Negatives:
         """``num_sampled`` independent draws for each of the ``[N]`` labels' examples, with
@@ -110,7 +120,7 @@ class Word2Vec:
                 (flat.sampled_expected_count / n).view(n, k))
 
     def step(self, inputs_ids: torch.Tensor, mask: torch.Tensor | None, labels: torch.Tensor,
-             negatives: Negatives, lr: float, weights: torch.Tensor) -> float:
+             negatives: Negatives, lr: float) -> float:
         """One SGD step; returns the summed loss of the batch.
 
         Skip-gram: ``inputs_ids`` is ``[B]`` (the centers). CBOW: ``[B, 2·window]`` context ids
@@ -118,25 +128,25 @@ class Word2Vec:
         is ``[B]`` and ``negatives`` their slice of :meth:`negatives`.
         """
         rows = self.input_vectors.index_select(0, inputs_ids.reshape(-1))
-        rows = rows.view(*inputs_ids.shape, -1).requires_grad_()
-        if mask is None:
-            inputs = rows
-        else:
-            weight = mask.to(rows.dtype) / mask.sum(1, keepdim=True)
-            inputs = (rows * weight.unsqueeze(2)).sum(1)
-        labels = labels.unsqueeze(1)
-        loss = self.loss_fn(weights, None, labels, inputs, self.config.num_sampled,
-                            self.num_classes, sampled_values=negatives, sparse_grad=True).sum()
-        # Backpropagating -lr gives the SGD updates themselves; index_add_ without alpha is
-        # 3x faster on CPU than with it.
-        step_rows, step_w = torch.autograd.grad(loss, (rows, weights),
-                                                grad_outputs=loss.new_tensor(-lr))
-        if mask is None:
-            self.input_vectors.index_add_(0, inputs_ids, step_rows)
-        else:
+        rows = rows.view(*inputs_ids.shape, -1)
+        share = None if mask is None else mask.to(rows.dtype) / mask.sum(1, keepdim=True)
+        inputs = rows if share is None else (rows * share.unsqueeze(2)).sum(1)
+        spec = self.loss_spec
+        problem = prepare(self.output_vectors, None, labels.unsqueeze(1), inputs,
+                          self.config.num_sampled, self.num_classes, 1, negatives,
+                          spec.remove_accidental_hits, "mod", seed=None, generator=None,
+                          sparse_grad=True)
+        # scale = -lr: the gradients come out as the SGD updates themselves, and index_add_
+        # without alpha is 3x faster on CPU than with it.
+        grads = sampled_loss_grads(problem, spec.kind, subtract_log_q=spec.subtract_log_q,
+                                   scale=-lr)
+        if share is None:
+            self.input_vectors.index_add_(0, inputs_ids, grads.inputs)
+        else:  # the mean's gradient: each context row gets its share of the input's
+            step_rows = share.unsqueeze(2) * grads.inputs.unsqueeze(1)
             self.input_vectors.index_add_(0, inputs_ids[mask], step_rows[mask])
-        self.output_vectors.index_add_(0, step_w._indices()[0], step_w._values())
-        return float(loss.detach())
+        self.output_vectors.index_add_(0, grads.ids, grads.rows)
+        return float(grads.loss.sum())
 
 
 def examples(model: Model, ids: torch.Tensor, lines: torch.Tensor, window: int,

@@ -1,0 +1,74 @@
+"""word2vec's SGD step against autograd through the public loss functions (the oracle)."""
+
+import pytest
+import torch
+
+import torchnce
+from torchnce._corpus import load_corpus
+from torchnce._word2vec import Word2Vec, Word2VecConfig, examples
+
+PUBLIC = {"neg": torchnce.negative_sampling_loss, "nce": torchnce.nce_loss,
+          "sampled_softmax": torchnce.sampled_softmax_loss}
+LR = 0.5  # large, so that a wrong update is far outside float32 rounding
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    words = ["the", "cat", "sees", "a", "dog", "and", "the", "dog", "sees", "the", "cat",
+             "near", "a", "tree", "by", "the", "water"]
+    gen = torch.Generator().manual_seed(0)
+    lines = [" ".join(words[i] for i in torch.randint(len(words), (8,), generator=gen).tolist())
+             for _ in range(40)]
+    path = tmp_path_factory.mktemp("w2v") / "toy.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return load_corpus(path, 1)
+
+
+def batch(model, corpus, kind):
+    gen = torch.Generator().manual_seed(1)
+    inputs, mask, labels = examples(kind, corpus.ids, corpus.lines, 2, gen)
+    inputs, labels = inputs[:12], labels[:12]
+    mask = None if mask is None else mask[:12]
+    return inputs, mask, labels, model.negatives(labels, gen)
+
+
+def autograd_step(model, inputs_ids, mask, labels, negatives, loss):
+    """The updates that ``loss.backward()`` through the public function gives."""
+    table = model.input_vectors.clone()
+    rows = table[inputs_ids].requires_grad_()
+    weights = model.output_vectors.clone().requires_grad_()
+    x = rows
+    if mask is not None:
+        share = mask.float() / mask.sum(1, keepdim=True)
+        x = (rows * share.unsqueeze(2)).sum(1)
+    value = PUBLIC[loss](weights, None, labels.unsqueeze(1), x, model.config.num_sampled,
+                         model.num_classes, sampled_values=negatives).sum()
+    value.backward()
+    grad_rows = rows.grad if mask is None else rows.grad[mask]
+    ids = inputs_ids if mask is None else inputs_ids[mask]
+    new_input = table.index_add(0, ids, grad_rows, alpha=-LR)
+    return value.item(), new_input, (weights - LR * weights.grad).detach()
+
+
+@pytest.mark.parametrize("loss", ["neg", "nce", "sampled_softmax"])
+@pytest.mark.parametrize("kind", ["skipgram", "cbow"])
+def test_step_applies_the_public_losses_gradients(corpus, loss, kind):
+    model = Word2Vec(corpus, Word2VecConfig(model=kind, loss=loss, dim=6, num_sampled=3))
+    model.output_vectors.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+    inputs_ids, mask, labels, negatives = batch(model, corpus, kind)
+    expected_loss, expected_in, expected_out = autograd_step(model, inputs_ids, mask, labels,
+                                                             negatives, loss)
+    got_loss = model.step(inputs_ids, mask, labels, negatives, LR)
+    assert got_loss == pytest.approx(expected_loss, rel=1e-5)
+    torch.testing.assert_close(model.input_vectors, expected_in)
+    torch.testing.assert_close(model.output_vectors, expected_out)
+
+
+def test_step_rejects_ids_out_of_range_like_the_public_losses(corpus):
+    model = Word2Vec(corpus, Word2VecConfig(dim=6, num_sampled=3))
+    inputs_ids, mask, labels, negatives = batch(model, corpus, "skipgram")
+    before = model.output_vectors.clone()
+    bad = (negatives[0] + model.num_classes, *negatives[1:])
+    with pytest.raises(ValueError, match=r"^sampled_values must hold ids in"):
+        model.step(inputs_ids, mask, labels, bad, LR)
+    torch.testing.assert_close(model.output_vectors, before)
