@@ -19,7 +19,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from torchnce._corpus import Corpus, cbow_windows, skipgram_pairs
-from torchnce._fused import Kind, sampled_loss_grads
+from torchnce._fused import Kind, Workspace, sampled_loss_grads
 from torchnce._problem import prepare
 from torchnce._sampler_fixed import FixedUnigramSampler
 from torchnce._samplers import CandidateSampler, LogUniformSampler
@@ -98,6 +98,7 @@ class Word2Vec:
         self.output_vectors = self._table(size, dim, shared)
         self.sampler = make_sampler(corpus, config)
         self.loss_spec = LOSSES[config.loss]
+        self.workspace = Workspace()
 
     def _table(self, rows: int, cols: int, shared: bool) -> torch.Tensor:
         """A zero float32 table; with ``shared``, in anonymous shared memory, so that worker
@@ -139,7 +140,7 @@ class Word2Vec:
         # scale = -lr: the gradients come out as the SGD updates themselves, and index_add_
         # without alpha is 3x faster on CPU than with it.
         grads = sampled_loss_grads(problem, spec.kind, subtract_log_q=spec.subtract_log_q,
-                                   scale=-lr)
+                                   scale=-lr, workspace=self.workspace)
         if share is None:
             self.input_vectors.index_add_(0, inputs_ids, grads.inputs)
         else:  # the mean's gradient: each context row gets its share of the input's
