@@ -72,3 +72,16 @@ def test_step_rejects_ids_out_of_range_like_the_public_losses(corpus):
     with pytest.raises(ValueError, match=r"^sampled_values must hold ids in"):
         model.step(inputs_ids, mask, labels, bad, LR)
     torch.testing.assert_close(model.output_vectors, before)
+
+
+def test_steps_of_changing_batch_sizes_reuse_the_workspace_correctly(corpus):
+    model = Word2Vec(corpus, Word2VecConfig(dim=6, num_sampled=3))
+    model.output_vectors.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+    inputs_ids, _, labels, negatives = batch(model, corpus, "skipgram")
+    for part in (slice(0, 12), slice(0, 5), slice(3, 12)):  # grow, shrink, grow again
+        values = tuple(v[part] for v in negatives)
+        expected = autograd_step(model, inputs_ids[part], None, labels[part], values, "neg")
+        got_loss = model.step(inputs_ids[part], None, labels[part], values, LR)
+        assert got_loss == pytest.approx(expected[0], rel=1e-5)
+        torch.testing.assert_close(model.input_vectors, expected[1])
+        torch.testing.assert_close(model.output_vectors, expected[2])
