@@ -5,6 +5,7 @@ import torch
 
 import torchnce
 from torchnce._corpus import load_corpus
+from torchnce._problem import prepare, problem_rows
 from torchnce._word2vec import Word2Vec, Word2VecConfig, examples
 
 PUBLIC = {"neg": torchnce.negative_sampling_loss, "nce": torchnce.nce_loss,
@@ -29,7 +30,17 @@ def batch(model, corpus, kind):
     inputs, mask, labels = examples(kind, corpus.ids, corpus.lines, 2, gen)
     inputs, labels = inputs[:12], labels[:12]
     mask = None if mask is None else mask[:12]
-    return inputs, mask, labels, model.negatives(labels, gen)
+    problem = model.negatives(labels, gen)
+    return inputs, mask, labels, (problem.sampled, problem.true_count, problem.sampled_count)
+
+
+def validated(model, labels, negatives):
+    """The chunk's problem, as ``Word2Vec.negatives`` validates it, from given negatives."""
+    shape = torch.zeros(()).expand(labels.shape[0], model.config.dim)
+    return prepare(model.output_vectors, None, labels.unsqueeze(1), shape,
+                   model.config.num_sampled, model.num_classes, 1, negatives,
+                   model.loss_spec.remove_accidental_hits, "mod", seed=None, generator=None,
+                   sparse_grad=True)
 
 
 def autograd_step(model, inputs_ids, mask, labels, negatives, loss):
@@ -58,20 +69,26 @@ def test_step_applies_the_public_losses_gradients(corpus, loss, kind):
     inputs_ids, mask, labels, negatives = batch(model, corpus, kind)
     expected_loss, expected_in, expected_out = autograd_step(model, inputs_ids, mask, labels,
                                                              negatives, loss)
-    got_loss = model.step(inputs_ids, mask, labels, negatives, LR)
+    got_loss = model.step(inputs_ids, mask, validated(model, labels, negatives), LR)
     assert got_loss == pytest.approx(expected_loss, rel=1e-5)
     torch.testing.assert_close(model.input_vectors, expected_in)
     torch.testing.assert_close(model.output_vectors, expected_out)
 
 
-def test_step_rejects_ids_out_of_range_like_the_public_losses(corpus):
+def test_negatives_are_the_samplers_draws_validated_once(corpus):
     model = Word2Vec(corpus, Word2VecConfig(dim=6, num_sampled=3))
-    inputs_ids, mask, labels, negatives = batch(model, corpus, "skipgram")
-    before = model.output_vectors.clone()
-    bad = (negatives[0] + model.num_classes, *negatives[1:])
-    with pytest.raises(ValueError, match=r"^sampled_values must hold ids in"):
-        model.step(inputs_ids, mask, labels, bad, LR)
-    torch.testing.assert_close(model.output_vectors, before)
+    labels = corpus.ids[:40]
+    problem = model.negatives(labels, torch.Generator().manual_seed(3))
+    again = model.sampler.sample(labels.unsqueeze(1), 40 * 3, unique=False,
+                                 generator=torch.Generator().manual_seed(3))
+    assert torch.equal(problem.sampled, again.sampled_candidates.view(40, 3))
+    torch.testing.assert_close(problem.sampled_count * 40,
+                               again.sampled_expected_count.view(40, 3))
+    torch.testing.assert_close(problem.true_count * 40, again.true_expected_count)
+    batch = problem_rows(problem, slice(8, 20))
+    assert torch.equal(batch.labels, labels[8:20].unsqueeze(1))
+    assert torch.equal(batch.sampled, problem.sampled[8:20])
+    assert batch.inputs.shape == (12, 6)
 
 
 def test_steps_of_changing_batch_sizes_reuse_the_workspace_correctly(corpus):
@@ -81,7 +98,8 @@ def test_steps_of_changing_batch_sizes_reuse_the_workspace_correctly(corpus):
     for part in (slice(0, 12), slice(0, 5), slice(3, 12)):  # grow, shrink, grow again
         values = tuple(v[part] for v in negatives)
         expected = autograd_step(model, inputs_ids[part], None, labels[part], values, "neg")
-        got_loss = model.step(inputs_ids[part], None, labels[part], values, LR)
+        got_loss = model.step(inputs_ids[part], None,
+                              problem_rows(validated(model, labels, negatives), part), LR)
         assert got_loss == pytest.approx(expected[0], rel=1e-5)
         torch.testing.assert_close(model.input_vectors, expected[1])
         torch.testing.assert_close(model.output_vectors, expected[2])

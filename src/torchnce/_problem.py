@@ -7,7 +7,7 @@ check and each error message exists once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -211,3 +211,21 @@ def prepare(
     return Problem(inputs, w, b, labels, sampled, true_count.detach().to(inputs.dtype),
                    sampled_count.detach().to(inputs.dtype), hits, strategy, bool(sparse_grad),
                    true.mask)
+
+
+def problem_rows(problem: Problem, part: slice) -> Problem:
+    """Rows ``part`` of a validated per-example problem.
+
+    No checks: the values were checked once for all rows, and a slice holds only checked
+    values (what lets a caller validate a whole epoch's chunk once, not every batch).
+    Expected counts that broadcast over the rows stay whole.
+    """
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        return t if t.dim() < 2 or t.shape[0] == 1 else t[part]
+
+    return replace(problem, inputs=problem.inputs[part], labels=problem.labels[part],
+                   sampled=problem.sampled[part], true_count=rows(problem.true_count),
+                   sampled_count=rows(problem.sampled_count),
+                   hits=None if problem.hits is None else problem.hits[part],
+                   label_mask=None if problem.label_mask is None else problem.label_mask[part])

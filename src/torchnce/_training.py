@@ -2,11 +2,12 @@
 
 The work is a list of chunks (about 50,000 tokens each, every epoch). A chunk is subsampled,
 turned into shuffled examples and trained batch by batch; its random draws come from its own
-seed, so they do not depend on which worker runs it. With ``threads > 1`` the chunks are dealt
-to that many forked worker *processes* that update the two tables in shared memory without
-locks (Hogwild, as word2vec and gensim do with threads): processes, because Python threads
-would serialise on the interpreter lock between torch calls. On other systems than Linux,
-or with one thread, everything runs in the calling process.
+seed, so they do not depend on which worker runs it. With ``threads > 1`` that many forked
+worker *processes* take the chunks in order, each the next one left, and update the two
+tables in shared memory without locks (Hogwild, as word2vec and gensim do with threads):
+processes, because Python threads would serialise on the interpreter lock between torch
+calls. On other systems than Linux, or with one thread, everything runs in the calling
+process.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from torchnce._corpus import Corpus, keep_probability, subsample
+from torchnce._problem import problem_rows
 from torchnce._word2vec import Word2Vec, Word2VecConfig, examples
 
 CHUNK_TOKENS = 50_000
@@ -121,7 +123,7 @@ class Trainer:
         inputs, mask, labels = examples(config.model, kept, kept_lines, config.window, gen)
         if labels.numel() == 0:
             return ids.numel(), 0.0, 0
-        sampled, true, counts = self.model.negatives(labels, gen)
+        problem = self.model.negatives(labels, gen)
         size, total, count = config.batch_size, 0.0, 0
         for i in range(0, labels.numel(), size):
             if stopped():
@@ -129,17 +131,17 @@ class Trainer:
             progress = (j + i / labels.numel()) / len(self.plan)
             lr = config.start_lr * max(1.0 - progress, _MIN_LR_FRACTION)
             part = slice(i, i + size)
-            total += self.model.step(inputs[part], None if mask is None else mask[part],
-                                     labels[part], (sampled[part], true[part], counts[part]),
+            batch = problem_rows(problem, part)
+            total += self.model.step(inputs[part], None if mask is None else mask[part], batch,
                                      lr)
-            count += labels[part].numel()
+            count += batch.labels.shape[0]
         return ids.numel(), total, count
 
     def _run_workers(self, on_chunk: Callable[[int, float], None]) -> TrainLog:
         ctx = multiprocessing.get_context("fork")
-        queue, self._stop = ctx.SimpleQueue(), ctx.Event()
-        self._processes = [ctx.Process(target=self._worker, args=(w, queue), daemon=True)
-                           for w in range(self.workers)]
+        queue, self._stop, taken = ctx.SimpleQueue(), ctx.Event(), ctx.Value("q", 0)
+        self._processes = [ctx.Process(target=self._worker, args=(queue, taken), daemon=True)
+                           for _ in range(self.workers)]
         for process in self._processes:
             process.start()
         running = self.workers
@@ -155,13 +157,18 @@ class Trainer:
         self._shutdown()
         return self.log
 
-    def _worker(self, worker: int, queue: Any) -> None:
-        """A worker process: its share of the chunks, one message per chunk, then None."""
+    def _worker(self, queue: Any, taken: Any) -> None:
+        """A worker process: takes the next untaken chunk of the plan until none is left (so
+        that no worker idles while another still has chunks), one message per chunk, then
+        None."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
         torch.set_num_threads(1)
         try:
-            for j in range(worker, len(self.plan), self.workers):
-                if self._stop.is_set():
+            while not self._stop.is_set():
+                with taken.get_lock():
+                    j = int(taken.value)
+                    taken.value = j + 1
+                if j >= len(self.plan):
                     break
                 queue.put(self.train_chunk(j, self._stop.is_set))
         except BaseException:

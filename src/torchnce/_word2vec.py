@@ -3,9 +3,10 @@
 Every step computes a torchnce loss (``negative_sampling_loss``, ``nce_loss`` or
 ``sampled_softmax_loss``, with their defaults) with ``num_sampled`` negatives drawn
 independently for every example (the word2vec way) from a torchnce sampler, and applies plain
-SGD. The step validates its batch as the public functions do (``prepare``) and takes the loss
-and its gradients from the code of their fused autograd node, without building a graph: on CPU
-the graph and the sparse gradient tensor cost more than the arithmetic of a word2vec batch.
+SGD. Labels and negatives are validated as the public functions do (``prepare``), once per
+chunk of examples; each step takes the loss and its gradients from the code of their fused
+autograd node, without building a graph: on CPU the graph and the sparse gradient tensor cost
+more than the arithmetic of a word2vec batch.
 Tests pin the updates to those of autograd through the public functions. The epochs, the
 learning-rate schedule and the Hogwild workers are in ``_training``.
 """
@@ -13,21 +14,20 @@ learning-rate schedule and the Hogwild workers are in ``_training``.
 from __future__ import annotations
 
 import mmap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
 import torch
 
 from torchnce._corpus import Corpus, cbow_windows, skipgram_pairs
 from torchnce._fused import Kind, Workspace, sampled_loss_grads
-from torchnce._problem import prepare
+from torchnce._problem import Problem, prepare
 from torchnce._sampler_fixed import FixedUnigramSampler
 from torchnce._samplers import CandidateSampler, LogUniformSampler
 
 Model = Literal["skipgram", "cbow"]
 LossName = Literal["neg", "nce", "sampled_softmax"]
 SamplerName = Literal["unigram", "log_uniform"]
-Negatives = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class LossSpec(NamedTuple):
@@ -109,38 +109,39 @@ class Word2Vec:
         self._buffers.append(buffer)
         return torch.frombuffer(buffer, dtype=torch.float32, count=rows * cols).view(rows, cols)
 
-    def negatives(self, labels: torch.Tensor, gen: torch.Generator) -> Negatives:
+    def negatives(self, labels: torch.Tensor, gen: torch.Generator) -> Problem:
         """``num_sampled`` independent draws for each of the ``[N]`` labels' examples, with
-        their expected counts ``num_sampled · q`` (draws with replacement): the per-example
-        ``sampled_values`` of the loss, ``([N, k], [N, 1], [N, k])``. One sampler call for a
-        whole chunk of examples; batches take slices."""
+        their expected counts ``num_sampled · q`` (draws with replacement), validated as the
+        loss's per-example ``sampled_values`` once for the whole chunk: one sampler call and
+        one check of the ids; batches take rows with :func:`problem_rows`."""
         n, k = labels.shape[0], self.config.num_sampled
         flat = self.sampler.sample(labels.unsqueeze(1), n * k, unique=False, generator=gen)
         # The sampler's counts are q · N·k for N·k draws; each example has k of them.
-        return (flat.sampled_candidates.view(n, k), flat.true_expected_count / n,
-                (flat.sampled_expected_count / n).view(n, k))
+        values = (flat.sampled_candidates.view(n, k), flat.true_expected_count / n,
+                  (flat.sampled_expected_count / n).view(n, k))
+        shape = self.input_vectors.new_zeros(()).expand(n, self.config.dim)  # inputs come later
+        return prepare(self.output_vectors, None, labels.unsqueeze(1), shape, k,
+                       self.num_classes, 1, values, self.loss_spec.remove_accidental_hits,
+                       "mod", seed=None, generator=None, sparse_grad=True)
 
-    def step(self, inputs_ids: torch.Tensor, mask: torch.Tensor | None, labels: torch.Tensor,
-             negatives: Negatives, lr: float) -> float:
+    def step(self, inputs_ids: torch.Tensor, mask: torch.Tensor | None, batch: Problem,
+             lr: float) -> float:
         """One SGD step; returns the summed loss of the batch.
 
         Skip-gram: ``inputs_ids`` is ``[B]`` (the centers). CBOW: ``[B, 2·window]`` context ids
-        with ``mask``; the input vector is the mean of the masked context vectors. ``labels``
-        is ``[B]`` and ``negatives`` their slice of :meth:`negatives`.
+        with ``mask``; the input vector is the mean of the masked context vectors. ``batch``
+        holds the batch's labels and negatives: rows of :meth:`negatives`.
         """
         rows = self.input_vectors.index_select(0, inputs_ids.reshape(-1))
         rows = rows.view(*inputs_ids.shape, -1)
         share = None if mask is None else mask.to(rows.dtype) / mask.sum(1, keepdim=True)
         inputs = rows if share is None else (rows * share.unsqueeze(2)).sum(1)
         spec = self.loss_spec
-        problem = prepare(self.output_vectors, None, labels.unsqueeze(1), inputs,
-                          self.config.num_sampled, self.num_classes, 1, negatives,
-                          spec.remove_accidental_hits, "mod", seed=None, generator=None,
-                          sparse_grad=True)
         # scale = -lr: the gradients come out as the SGD updates themselves, and index_add_
         # without alpha is 3x faster on CPU than with it.
-        grads = sampled_loss_grads(problem, spec.kind, subtract_log_q=spec.subtract_log_q,
-                                   scale=-lr, workspace=self.workspace)
+        grads = sampled_loss_grads(replace(batch, inputs=inputs), spec.kind,
+                                   subtract_log_q=spec.subtract_log_q, scale=-lr,
+                                   workspace=self.workspace)
         if share is None:
             self.input_vectors.index_add_(0, inputs_ids, grads.inputs)
         else:  # the mean's gradient: each context row gets its share of the input's
