@@ -17,6 +17,8 @@ import torch
 import reference as ref
 import torchnce
 from torchnce import _per_example
+from torchnce._fused import Workspace, sampled_loss_grads
+from torchnce._problem import prepare
 
 LOSSES = {
     "nce": torchnce.nce_loss,
@@ -438,3 +440,36 @@ def test_error_per_example_default_sampler_range_too_small():
     w, b, labels, x = default_args()
     with pytest.raises(ValueError, match=r"^num_sampled must .*Sampler's range is too small"):
         torchnce.nce_loss(w, b, labels[:, :1], x, C + 1, C, per_example_negatives=True)
+
+
+@pytest.mark.parametrize("per_example", [False, True])
+@pytest.mark.parametrize("loss", ["nce", "sampled_softmax"])
+def test_loss_grads_without_a_graph_equal_autograd(per_example, loss):
+    """``sampled_loss_grads`` (word2vec's graph-free step) against autograd through the public
+    losses, with biases, log-Q and accidental hits, shared or per-example candidates."""
+    gen = torch.Generator().manual_seed(5)
+    batch, dim, classes, sampled = 6, 4, 9, 3
+    weights = torch.randn(classes, dim, dtype=torch.float64, generator=gen)
+    biases = torch.randn(classes, dtype=torch.float64, generator=gen)
+    inputs = torch.randn(batch, dim, dtype=torch.float64, generator=gen)
+    labels = torch.randint(classes, (batch, 2), generator=gen)
+    shape = (batch, sampled) if per_example else (sampled,)
+    values = (torch.randint(classes, shape, generator=gen),
+              torch.rand(batch, 2, dtype=torch.float64, generator=gen) + 0.1,
+              torch.rand(shape, dtype=torch.float64, generator=gen) + 0.1)
+    hits = loss == "sampled_softmax"
+    problem = prepare(weights, biases, labels, inputs, sampled, classes, 2, values, hits,
+                      "mod", seed=None, generator=None, sparse_grad=False)
+    got = sampled_loss_grads(problem, "nce" if loss == "nce" else "softmax", scale=-0.5,
+                             workspace=Workspace())
+    w, b, x = (t.clone().requires_grad_() for t in (weights, biases, inputs))
+    fn = torchnce.nce_loss if loss == "nce" else torchnce.sampled_softmax_loss
+    expected = fn(w, b, labels, x, sampled, classes, 2, sampled_values=values,
+                  remove_accidental_hits=hits)
+    expected.sum().backward()
+    torch.testing.assert_close(got.loss, expected.detach())
+    torch.testing.assert_close(got.inputs, -0.5 * x.grad)
+    torch.testing.assert_close(torch.zeros_like(weights).index_add_(0, got.ids, got.rows),
+                               -0.5 * w.grad)
+    torch.testing.assert_close(torch.zeros_like(biases).index_add_(0, got.ids, got.bias_rows),
+                               -0.5 * b.grad)

@@ -6,9 +6,9 @@ independently for every example (the word2vec way) from a torchnce sampler, and 
 SGD. Labels and negatives are validated as the public functions do (``prepare``), once per
 chunk of examples; each step takes the loss and its gradients from the code of their fused
 autograd node, without building a graph: on CPU the graph and the sparse gradient tensor cost
-more than the arithmetic of a word2vec batch.
-Tests pin the updates to those of autograd through the public functions. The epochs, the
-learning-rate schedule and the Hogwild workers are in ``_training``.
+more than the arithmetic of a word2vec batch. Tests pin the updates to those of autograd
+through the public functions. The epochs, the learning-rate schedule and the Hogwild workers
+are in ``_training``.
 """
 
 from __future__ import annotations
