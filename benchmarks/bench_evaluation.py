@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 
 import torchnce
-from torchnce._chunked import default_chunk_size
-from torchnce._logits import linear_logits
+from torchnce._exact.chunked import default_chunk_size
+from torchnce._sampled.logits import linear_logits
 
 THREADS = 2
 K = 10

@@ -33,10 +33,16 @@ import torch
 from gensim.models import Word2Vec as GensimWord2Vec
 from gensim.test.utils import datapath
 
-from torchnce._corpus import Corpus, load_corpus, read_lines, shipped_corpus_path, tokenize
-from torchnce._training import Trainer, keep_freed_memory
-from torchnce._vectors import WordVectors
-from torchnce._word2vec import Word2VecConfig
+from torchnce.app.word2vec.corpus import (
+    Corpus,
+    load_corpus,
+    read_lines,
+    shipped_corpus_path,
+    tokenize,
+)
+from torchnce.app.word2vec.model import Word2VecConfig
+from torchnce.app.word2vec.training import Trainer, keep_freed_memory
+from torchnce.app.word2vec.vectors import WordVectors
 
 THREADS = 2
 BENCHMARKS = {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}

@@ -13,10 +13,10 @@ import torch
 from scipy.stats import spearmanr
 
 from torchnce.__main__ import main
-from torchnce._corpus import load_corpus, shipped_corpus_path
-from torchnce._training import Trainer, WorkerError, keep_freed_memory
-from torchnce._vectors import WordVectors, spearman
-from torchnce._word2vec import Word2Vec, Word2VecConfig
+from torchnce.app.word2vec.corpus import load_corpus, shipped_corpus_path
+from torchnce.app.word2vec.model import Word2Vec, Word2VecConfig
+from torchnce.app.word2vec.training import Trainer, WorkerError, keep_freed_memory
+from torchnce.app.word2vec.vectors import WordVectors, spearman
 
 SUBJECTS = ["cat", "dog", "cow", "horse", "bird", "fish"]
 VERBS = ["eats", "sees", "likes", "finds"]

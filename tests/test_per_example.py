@@ -4,7 +4,7 @@ The oracle is the definition: row ``b`` equals the shared-negatives computation 
 alone with ``sampled_values = (cands[b], true_count[b], sampled_count[b])`` — the float64
 oracles of ``reference.py`` for values, torchnce's own (TF-parity-tested) shared path in a
 Python loop for gradients. The default per-row sampler is checked against TensorFlow's
-rejection loop on recorded streams (through ``torchnce._per_example``, since the losses do not
+rejection loop on recorded streams (through ``_sampling.per_example``, since the losses do not
 return their draws) and, in distribution, against the shared unique sampler.
 """
 
@@ -16,9 +16,9 @@ import torch
 
 import reference as ref
 import torchnce
-from torchnce import _per_example
-from torchnce._fused import Workspace, sampled_loss_grads
-from torchnce._problem import prepare
+from torchnce._sampled.fused import Workspace, sampled_loss_grads
+from torchnce._sampled.problem import prepare
+from torchnce._sampling import per_example as _per_example
 
 LOSSES = {
     "nce": torchnce.nce_loss,

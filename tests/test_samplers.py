@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import torchnce
-import torchnce._sampling_unique
+import torchnce._sampling.unique
 
 TRUE_LABELS = [[1, 2], [0, 4], [3, 3]]  # RangeSamplerOpsTest's constants: B=3, T=2, range 5
 POW2 = [float(2**i) for i in range(9)]  # range_sampler_test.cc's unigrams 1, 2, 4, ..., 256
@@ -291,7 +291,7 @@ def test_unique_matches_rejection_loop(kind, table, monkeypatch):
     # inclusion frequency of every class, the first candidate's law, and the mean num_tries.
     # Both ways of finding first occurrences: a scratch table, and (for ranges > 2^24) a sort.
     if table == "sort":
-        monkeypatch.setattr(torchnce._sampling_unique, "SCRATCH_LIMIT", 0)
+        monkeypatch.setattr(torchnce._sampling.unique, "SCRATCH_LIMIT", 0)
     sampler, range_max, num_sampled, trials = make(kind, 12), 12, 6, 3000
     p32 = sampler.probability(torch.arange(range_max)).numpy()
     p = p32.astype(np.float64) / p32.astype(np.float64).sum()

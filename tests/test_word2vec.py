@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import torchnce
-from torchnce._corpus import load_corpus
-from torchnce._problem import prepare, problem_rows
-from torchnce._word2vec import Word2Vec, Word2VecConfig, examples
+from torchnce._sampled.problem import prepare, problem_rows
+from torchnce.app.word2vec.corpus import load_corpus
+from torchnce.app.word2vec.model import Word2Vec, Word2VecConfig, examples
 
 PUBLIC = {"neg": torchnce.negative_sampling_loss, "nce": torchnce.nce_loss,
           "sampled_softmax": torchnce.sampled_softmax_loss}

@@ -1,32 +1,32 @@
 """torchnce: TensorFlow's candidate-sampling losses for PyTorch."""
 
-from torchnce._evaluation import full_logits, nce_eval_loss, sampled_softmax_eval_loss, top_k
-from torchnce._frequency import StreamingFrequencyEstimator
-from torchnce._hits import compute_accidental_hits
-from torchnce._info_nce import info_nce_loss
-from torchnce._logits import compute_sampled_logits
-from torchnce._lookup import embedding_lookup
-from torchnce._losses import nce_loss, negative_sampling_loss, sampled_softmax_loss
-from torchnce._mixed_negatives import mixed_negatives_loss
-from torchnce._modules import NCELoss, NegativeSamplingLoss, SampledSoftmaxLoss
-from torchnce._sampler_fixed import FixedUnigramSampler
-from torchnce._sampler_learned import LearnedUnigramSampler
-from torchnce._sampler_ops import (
+from torchnce._common.lookup import embedding_lookup
+from torchnce._common.types import SampledValues
+from torchnce._contrastive.frequency import StreamingFrequencyEstimator
+from torchnce._contrastive.info_nce import info_nce_loss
+from torchnce._contrastive.mixed_negatives import mixed_negatives_loss
+from torchnce._exact.evaluation import full_logits, nce_eval_loss, sampled_softmax_eval_loss, top_k
+from torchnce._layers.modules import NCELoss, NegativeSamplingLoss, SampledSoftmaxLoss
+from torchnce._sampled.hits import compute_accidental_hits
+from torchnce._sampled.logits import compute_sampled_logits
+from torchnce._sampled.losses import nce_loss, negative_sampling_loss, sampled_softmax_loss
+from torchnce._sampling.fixed import FixedUnigramSampler
+from torchnce._sampling.learned import LearnedUnigramSampler
+from torchnce._sampling.ops import (
     all_candidate_sampler,
     log_uniform_candidate_sampler,
     uniform_candidate_sampler,
 )
-from torchnce._sampler_unigram_ops import (
-    fixed_unigram_candidate_sampler,
-    learned_unigram_candidate_sampler,
-)
-from torchnce._samplers import (
+from torchnce._sampling.samplers import (
     AllCandidateSampler,
     CandidateSampler,
     LogUniformSampler,
     UniformSampler,
 )
-from torchnce._types import SampledValues
+from torchnce._sampling.unigram_ops import (
+    fixed_unigram_candidate_sampler,
+    learned_unigram_candidate_sampler,
+)
 
 __all__ = [
     "AllCandidateSampler",

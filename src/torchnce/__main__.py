@@ -1,35 +1,17 @@
 """``python -m torchnce``: the command-line entry (also the ``torchnce`` console script).
 
 Commands: ``word2vec`` trains word vectors on the shipped corpus (or ``--corpus``); ``bench``
-times a training step of full softmax, sampled softmax and NCE as the classes grow.
+times a training step of full softmax, sampled softmax and NCE as the classes grow. The
+commands live in :mod:`torchnce.app`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
 
-from torchnce._bench_cli import add_bench_parser
-from torchnce._cli import add_word2vec_parser
-from torchnce._corpus import CorpusError
+from torchnce.app.main import main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the command; returns the exit status (2 for bad input)."""
-    parser = argparse.ArgumentParser(
-        prog="torchnce", description="torchnce: sampled losses for PyTorch, end to end.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{word2vec,bench}")
-    add_word2vec_parser(sub)
-    add_bench_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        status: int = args.run(args)
-    except CorpusError as e:
-        print(f"torchnce {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return status
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

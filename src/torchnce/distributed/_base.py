@@ -14,12 +14,18 @@ from typing import Any, ClassVar, Literal, cast
 import torch
 from torch import nn
 
-from torchnce._checks import as_int_tensor, check_bool, check_choice, check_ids_in_range, check_int
-from torchnce._chunked import Kind, default_chunk_size
-from torchnce._lookup import STRATEGIES, PartitionStrategy
-from torchnce._output_layer import _check_sampler
-from torchnce._problem import _check_sampled_values
-from torchnce._samplers import CandidateSampler
+from torchnce._common.checks import (
+    as_int_tensor,
+    check_bool,
+    check_choice,
+    check_ids_in_range,
+    check_int,
+)
+from torchnce._common.lookup import STRATEGIES, PartitionStrategy
+from torchnce._exact.chunked import Kind, default_chunk_size
+from torchnce._layers.base import _check_sampler
+from torchnce._sampled.problem import _check_sampled_values
+from torchnce._sampling.samplers import CandidateSampler
 from torchnce.distributed._checkpoint import shard_ids
 from torchnce.distributed._comm import Communicator, Timeout
 from torchnce.distributed._evaluation import sharded_eval_loss, sharded_top_k

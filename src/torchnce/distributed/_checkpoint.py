@@ -15,8 +15,8 @@ from typing import cast
 
 import torch
 
-from torchnce._checks import check_choice, check_int
-from torchnce._lookup import STRATEGIES, PartitionStrategy, shard_sizes
+from torchnce._common.checks import check_choice, check_int
+from torchnce._common.lookup import STRATEGIES, PartitionStrategy, shard_sizes
 
 TABLES = ("weight", "bias")
 _SHARD_KEY = re.compile(r"^(weight|bias)\.(\d+)$")

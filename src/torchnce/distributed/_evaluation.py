@@ -2,7 +2,7 @@
 
 Every class takes part, so here the data travels to the rows: the batch is all-gathered
 (``(P−1)·b·(D + T)`` values sent per rank), each rank reduces the logits of its shard chunk by
-chunk (``torchnce._chunked``: bounded memory) to partial results for every row, and the
+chunk (``torchnce._exact.chunked``: bounded memory) to partial results for every row, and the
 partials travel back to the rows' ranks to be merged: sums for the sigmoid loss, a
 log-sum-exp for the softmax partition, a top-k of the P candidate lists for ``top_k``. The
 losses are differentiable (the exchanges are autograd functions and the shard's part is the
@@ -15,9 +15,9 @@ from typing import cast
 
 import torch
 
-from torchnce._chunked import Kind, Layout, chunked_loss, chunked_top_k
-from torchnce._logits import linear_logits, work_dtype
-from torchnce._lookup import PartitionStrategy, route
+from torchnce._common.lookup import PartitionStrategy, route
+from torchnce._exact.chunked import Kind, Layout, chunked_loss, chunked_top_k
+from torchnce._sampled.logits import linear_logits, work_dtype
 from torchnce.distributed._checkpoint import shard_ids
 from torchnce.distributed._comm import Communicator, exchange
 

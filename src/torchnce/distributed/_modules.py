@@ -10,8 +10,8 @@ from typing import Any, final
 
 import torch
 
-from torchnce._lookup import PartitionStrategy
-from torchnce._samplers import CandidateSampler
+from torchnce._common.lookup import PartitionStrategy
+from torchnce._sampling.samplers import CandidateSampler
 from torchnce.distributed._base import Reduction, ShardedOutputLayer
 from torchnce.distributed._comm import Timeout
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import torch
 
-from torchnce._fused import Kind, _FusedSampledLoss
-from torchnce._hits import hit_mask
-from torchnce._lookup import gather_rows, route
+from torchnce._common.lookup import gather_rows, route
+from torchnce._sampled.fused import Kind, _FusedSampledLoss
+from torchnce._sampled.hits import hit_mask
 from torchnce.distributed._comm import Communicator, exchange
 
 

@@ -1,0 +1,132 @@
+"""Closed-form distributions: uniform and log-uniform (Zipfian) over ``[0, range_max)``.
+
+Draws are O(1) per id with no table, so their cost does not depend on ``range_max``.
+Probabilities follow TensorFlow exactly (tf-semantics.md §6.5–§6.6).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from torchnce._common.types import SampledValues
+from torchnce._sampling.draw import f32, gather, sample_values, true_divide_, uniform_ints
+from torchnce._sampling.unique import Draw, UniquePlan, unique_plan
+
+_TABLE_LIMIT = 1 << 21
+
+
+def uniform_draw(range_max: int, generator: torch.Generator | None, device: torch.device) -> Draw:
+    """``n ↦`` ``n`` ids uniform on ``[0, range_max)``."""
+    return lambda n: uniform_ints(n, range_max, generator, device)
+
+
+def uniform_probability(ids: torch.Tensor, range_max: int) -> torch.Tensor:
+    """``P(k) = fl32(1 / range_max)`` (the division in double)."""
+    return torch.full(ids.shape, 1.0 / range_max, dtype=torch.float32, device=ids.device)
+
+
+def uniform_p(range_max: int) -> float:
+    """``fl32(1 / range_max)`` as a Python float."""
+    return f32(1.0 / range_max)
+
+
+@functools.lru_cache(maxsize=256)
+def uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
+    """The unique-sampling plan of the uniform distribution (see ``unique_plan``)."""
+    p = torch.tensor([1.0 / range_max], dtype=torch.float64)
+    count = torch.tensor([float(range_max)], dtype=torch.float64)
+    return unique_plan(p, count, num_sampled, range_max)
+
+
+def log_uniform_draw(
+    range_max: int, generator: torch.Generator | None, device: torch.device
+) -> Draw:
+    """``n ↦`` ``n`` log-uniform ids ``⌊exp(u·log1p(range_max))⌋ − 1`` for uniform ``u``.
+
+    The result can reach ``range_max`` only by rounding (probability < 2⁻⁵⁰); TensorFlow then
+    takes it modulo ``range_max`` (giving 0), torchnce clamps it (giving ``range_max − 1``).
+    """
+    log_range = math.log1p(range_max)
+
+    def draw(n: int) -> torch.Tensor:
+        u = torch.rand(n, dtype=torch.float64, generator=generator, device=device)
+        # ⌊expm1(x)⌋ = ⌊exp(x)⌋ − 1 but for rounding at integers (probability ~2⁻⁵²); expm1
+        # also avoids exp's kernel, which goes parallel at ~500 elements and then stalls
+        # for milliseconds on a busy CPU.
+        return torch.expm1(u.mul_(log_range)).to(torch.int64).clamp_(max=range_max - 1)
+
+    return draw
+
+
+def log_uniform_probability(ids: torch.Tensor, range_max: int) -> torch.Tensor:
+    """``P(k) = fl32(log((k + 2) / (k + 1)) / log1p(range_max))``, all in double.
+
+    Read from a cached table when ``range_max <= 2²¹`` (at most 8 MiB, last four ranges).
+    """
+    if range_max <= _TABLE_LIMIT:
+        return gather(_log_uniform_table(range_max, ids.device), ids)
+    return _log_uniform_formula(ids, range_max)
+
+
+def _log_uniform_formula(ids: torch.Tensor, range_max: int) -> torch.Tensor:
+    # log(r) as log1p(r - 1): r = fl((k + 2) / (k + 1)) is in (1, 2], so r - 1 is exact, and
+    # log1p does not take torch's parallel path that stalls on a busy CPU (see the draw).
+    k = ids.double()
+    ratio = torch.div(k + 2.0, k + 1.0).sub_(1.0)
+    return true_divide_(torch.log1p(ratio), math.log1p(range_max)).float()
+
+
+@functools.lru_cache(maxsize=4)
+def _log_uniform_table(range_max: int, device: torch.device) -> torch.Tensor:
+    return _log_uniform_formula(torch.arange(range_max, device=device), range_max)
+
+
+@functools.lru_cache(maxsize=256)
+def log_uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
+    """The unique-sampling plan of the log-uniform law, from ~700 bins of nearly equal P."""
+    edges = sorted({min(range_max, round(1.02**j)) for j in range(2000)} | {0, range_max})
+    edges = [e for e in edges if e <= range_max]
+    lo = torch.tensor(edges[:-1], dtype=torch.float64)
+    hi = torch.tensor(edges[1:], dtype=torch.float64)
+    count = hi - lo
+    mass = torch.log((hi + 1) / (lo + 1)) / math.log1p(range_max)
+    return unique_plan(mass / count, count, num_sampled, range_max)
+
+
+def uniform_values(
+    true_classes: torch.Tensor,
+    num_sampled: int,
+    unique: bool,
+    range_max: int,
+    generator: torch.Generator | None,
+) -> SampledValues:
+    """The uniform sampler's draw and expected counts (validated arguments)."""
+    return sample_values(
+        true_classes,
+        num_sampled,
+        unique,
+        uniform_draw(range_max, generator, true_classes.device),
+        uniform_p(range_max),
+        lambda: uniform_plan(range_max, num_sampled),
+    )
+
+
+def log_uniform_values(
+    true_classes: torch.Tensor,
+    num_sampled: int,
+    unique: bool,
+    range_max: int,
+    generator: torch.Generator | None,
+) -> SampledValues:
+    """The log-uniform sampler's draw and expected counts (validated arguments)."""
+    return sample_values(
+        true_classes,
+        num_sampled,
+        unique,
+        log_uniform_draw(range_max, generator, true_classes.device),
+        lambda ids: log_uniform_probability(ids, range_max),
+        lambda: log_uniform_plan(range_max, num_sampled),
+    )

@@ -1,0 +1,191 @@
+"""The learned-unigram sampler: class counts that grow with the true classes seen.
+
+Sampling ``P(k) = w_k / W`` exactly without an O(C) rebuild per call: the weights are split as
+``w = static + recent``, where ``static`` are the counts at the last compaction (kept as a
+cumulative sum) and ``recent`` are the true classes added since (kept as a list). A uniform
+``r`` in ``[0, W)`` maps to a search in the static cumulative sum when it is below the static
+total, else to ``recent[r − static_total]``. The list is folded into the static part when it
+outgrows ``max(C, 2²⁰)``, an O(C) step every O(C) updates.
+"""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+import torch
+
+from torchnce._common.types import SampledValues
+from torchnce._sampling.draw import (
+    UNIGRAM_RANGE_LIMIT,
+    check_ids,
+    check_range_max,
+    check_same_device,
+    gather,
+    sample_values,
+    search_right,
+    true_divide_,
+    uniform_ints,
+)
+from torchnce._sampling.samplers import CandidateSampler
+from torchnce._sampling.tables import weight_bins
+from torchnce._sampling.unique import Draw, UniquePlan, unique_plan
+
+
+@final
+class LearnedUnigramSampler(CandidateSampler):
+    """Classes drawn in proportion to how often they have been seen as true classes.
+
+    .. math::
+        P(k) = \\operatorname{fl32}(w_k) / \\operatorname{fl32}(W), \\qquad
+        w_k = 1 + \\#\\{\\text{true classes so far equal to } k\\}, \\quad W = \\textstyle\\sum w
+
+    Every ``sample`` draws and computes the expected counts with the weights *before* the
+    batch, then adds the batch's true classes (row-major; only while ``W < 2³¹ − 1``).
+    The counts are a buffer and the classes added since the last compaction are extra state,
+    so ``state_dict()`` / ``load_state_dict()`` resume a sampler exactly: given the same
+    generator state it draws what the uninterrupted one would.
+
+    Args:
+        range_max: ``C``, the number of classes; must be less than 2147483647.
+
+    Raises:
+        ValueError: ``range_max < 1`` or ``range_max >= 2147483647``.
+
+    Note:
+        Unlike TensorFlow, whose counts live inside a graph op and are lost on reload, the
+        counts are checkpointable. A call rejected by validation leaves them unchanged.
+
+    Example:
+        >>> import torch, torchnce
+        >>> sampler = torchnce.LearnedUnigramSampler(4)
+        >>> _ = sampler.sample(torch.tensor([[3], [3]]), 2, generator=torch.Generator())
+        >>> sampler.probability(torch.arange(4))  # counts 1, 1, 1, 3 out of 6
+        tensor([0.1667, 0.1667, 0.1667, 0.5000])
+    """
+
+    range_max: int
+    counts: torch.Tensor
+    _base_cum: torch.Tensor
+    _recent: torch.Tensor
+    _one: torch.Tensor
+
+    def __init__(self, range_max: int) -> None:
+        super().__init__()
+        self.range_max = check_range_max(range_max, unigram=True)
+        self.register_buffer("counts", torch.ones(self.range_max, dtype=torch.int32))
+        self.register_buffer("_base_cum", torch.zeros(0, dtype=torch.int64), persistent=False)
+        self.register_buffer("_recent", torch.zeros(0, dtype=torch.int32), persistent=False)
+        self.register_buffer("_one", torch.ones(1, dtype=torch.int32), persistent=False)
+        self._recent_len = 0
+        self._fold_at = max(self.range_max, 1 << 20)
+        self._rebuild()
+        self.register_load_state_dict_post_hook(  # type: ignore[no-untyped-call]
+            lambda module, keys: module._rebuild()
+        )
+
+    @property
+    def total(self) -> int:
+        """``W``, the sum of the weights."""
+        return self._total
+
+    def probability(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = check_ids(ids, self.range_max).to(self.counts.device)
+        return self._probability(ids)
+
+    def _probability(self, ids: torch.Tensor) -> torch.Tensor:
+        return true_divide_(gather(self.counts, ids).float(), float(self._total))
+
+    def _sample(
+        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
+    ) -> SampledValues:
+        check_same_device("true_classes", tc, self.counts)
+        block = lambda: self._plan(num_sampled)  # noqa: E731
+        values = sample_values(tc, num_sampled, unique, self._draw(gen), self._probability, block)
+        self._update(tc.reshape(-1))
+        return values
+
+    def _draw(self, gen: torch.Generator | None) -> Draw:
+        static, recent = self.range_max + self._base_total, self._recent_len
+
+        def draw(n: int) -> torch.Tensor:
+            r = uniform_ints(n, self._total, gen, self.counts.device)
+            head = r if self._base_total == 0 else search_right(self._base_cum, r)
+            if recent == 0:
+                return head
+            tail = self._recent.index_select(0, (r - static).clamp_(0, recent - 1))
+            return torch.where(r < static, head, tail)
+
+        return draw
+
+    def _update(self, ids: torch.Tensor) -> None:
+        """Add the true classes, in order, while ``W`` stays below 2³¹ − 1."""
+        room = UNIGRAM_RANGE_LIMIT - self._total
+        if ids.numel() > room:
+            ids = ids[: max(room, 0)]
+        if ids.numel() == 0:
+            return
+        self.counts.index_add_(0, ids, self._one.expand(ids.numel()))
+        self._total += ids.numel()
+        end = self._recent_len + ids.numel()
+        if end > self._fold_at:
+            self._fold()
+            return
+        if end > self._recent.numel():
+            size = min(max(2 * end, 1024), self._fold_at)
+            grown = torch.empty(size, dtype=torch.int32, device=self.counts.device)
+            grown[: self._recent_len] = self._recent[: self._recent_len]
+            self._recent = grown
+        self._recent.narrow(0, self._recent_len, ids.numel()).copy_(ids)
+        self._recent_len = end
+
+    def _fold(self) -> None:
+        """Fold the recent classes into the static cumulative sum (O(C))."""
+        self._recent_len = 0
+        self._recent = self._recent[:0]
+        self._rebuild(check=False)
+
+    def _rebuild(self, *, check: bool = True) -> None:
+        """Recompute what is derived from ``counts`` and the recent classes (four O(C) ops)."""
+        recent = self._recent[: self._recent_len]
+        static = self.counts.long()
+        if recent.numel():
+            static -= torch.bincount(recent, minlength=self.range_max)
+        if check and (self.counts.shape != (self.range_max,) or bool((static < 1).any())):
+            raise ValueError(
+                f"counts must be {self.range_max} integers >= 1 that include every recent"
+                f" class, got shape {tuple(self.counts.shape)}"
+            )
+        self._base_cum = torch.cumsum(static, 0)
+        self._base_total = int(self._base_cum[-1]) - self.range_max
+        if self._base_total == 0:
+            self._base_cum = self._base_cum[:0]
+        self._total = self.range_max + self._base_total + self._recent_len
+        if self._total > UNIGRAM_RANGE_LIMIT:
+            raise ValueError(f"counts must sum to at most {UNIGRAM_RANGE_LIMIT}, got {self._total}")
+        self._blocks: dict[int, UniquePlan] = {}
+
+    def _plan(self, num_sampled: int) -> UniquePlan:
+        """The unique-sampling plan from the static counts (a function of the state alone)."""
+        if num_sampled not in self._blocks:
+            if self._base_total == 0:  # all static counts are 1: uniform
+                p = torch.tensor([1.0 / self.range_max], dtype=torch.float64)
+                bins = (p, torch.tensor([float(self.range_max)], dtype=torch.float64))
+            else:
+                bins = weight_bins(torch.diff(self._base_cum, prepend=self._base_cum[:1] * 0))
+            self._blocks[num_sampled] = unique_plan(*bins, num_sampled, self.range_max)
+        return self._blocks[num_sampled]
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The classes added since the last compaction, in order (fixes the id mapping)."""
+        return {"recent": self._recent[: self._recent_len].long()}
+
+    def set_extra_state(self, state: Any) -> None:
+        recent = state.get("recent") if isinstance(state, dict) else None
+        if not isinstance(recent, torch.Tensor) or recent.dim() != 1:
+            raise ValueError(
+                "state_dict must hold a 1-D 'recent' tensor in the sampler's extra state,"
+                f" got {type(recent).__name__}"
+            )
+        ids = check_ids(recent, self.range_max)
+        self._recent = ids.to(device=self.counts.device, dtype=torch.int32)
+        self._recent_len = self._recent.numel()

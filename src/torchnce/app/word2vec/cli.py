@@ -1,0 +1,240 @@
+"""``python -m torchnce word2vec``: train word vectors on the shipped corpus (or yours).
+
+Bad input (a missing, empty or non-UTF-8 corpus, a vocabulary too small, an evaluation file in
+the wrong format) ends with a one-line error naming the file and the fix, exit status 2.
+Ctrl-C stops training after the current batches and still writes what was trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchnce.app.word2vec.corpus import Corpus, CorpusError, load_corpus, shipped_corpus_path
+from torchnce.app.word2vec.model import LOSSES, Word2VecConfig
+from torchnce.app.word2vec.training import Trainer, TrainLog, keep_freed_memory
+from torchnce.app.word2vec.vectors import Score, WordVectors, write_vocabulary, write_word2vec
+
+PROBES = ("god", "king", "water", "david", "jesus", "love", "house", "war")
+
+
+def add_word2vec_parser(sub: Any) -> None:
+    p = sub.add_parser("word2vec", help="train word vectors (skip-gram or CBOW)",
+                       description="Train word2vec embeddings with torchnce's sampled losses.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = Word2VecConfig()
+    p.add_argument("--corpus", type=Path, default=None,
+                   help="plain text or .gz/.bz2/.xz; None: the shipped King James Bible")
+    p.add_argument("--model", choices=("skipgram", "cbow"), default=d.model,
+                   help="skip-gram (predict the context) or CBOW (predict the center)")
+    p.add_argument("--loss", choices=tuple(LOSSES), default=d.loss,
+                   help="neg: word2vec's negative sampling; nce; sampled_softmax")
+    p.add_argument("--sampler", choices=("unigram", "log_uniform"), default=d.sampler,
+                   help="noise distribution: unigram^distortion, or Zipf over the ranks")
+    p.add_argument("--distortion", type=_finite, default=d.distortion,
+                   help="power of the unigram counts")
+    p.add_argument("--dim", type=_positive, default=d.dim, help="vector size")
+    p.add_argument("--window", type=_positive, default=d.window,
+                   help="largest distance to a context word (reduced at random per word)")
+    p.add_argument("--num-sampled", type=_positive, default=d.num_sampled,
+                   help="negatives per example")
+    p.add_argument("--epochs", type=_positive, default=d.epochs, help="passes over the corpus")
+    p.add_argument("--batch-size", type=_positive, default=d.batch_size,
+                   help="examples per SGD step (per worker)")
+    p.add_argument("--subsample", type=_non_negative, default=d.subsample,
+                   help="frequent-word subsampling threshold (0: off)")
+    p.add_argument("--min-count", type=_positive, default=d.min_count,
+                   help="drop words seen fewer times")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="start learning rate, decaying linearly; None: 0.025 for skip-gram, "
+                        "0.05 for CBOW")
+    p.add_argument("--threads", type=_positive, default=d.threads,
+                   help="Hogwild worker processes")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--out", type=Path, default=Path("word2vec-out"), help="output directory")
+    p.add_argument("--eval-similarity", type=Path, default=None, metavar="FILE",
+                   help="WordSim353-format file: Spearman correlation")
+    p.add_argument("--eval-analogy", type=Path, default=None, metavar="FILE",
+                   help="questions-words.txt-format file: 3CosAdd accuracy")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_word2vec)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _config(args: argparse.Namespace) -> Word2VecConfig:
+    return Word2VecConfig(
+        model=args.model, loss=args.loss, sampler=args.sampler, distortion=args.distortion,
+        dim=args.dim, window=args.window, num_sampled=args.num_sampled, epochs=args.epochs,
+        batch_size=args.batch_size, subsample=args.subsample, min_count=args.min_count,
+        lr=args.lr, threads=args.threads, seed=args.seed)
+
+
+def run_word2vec(args: argparse.Namespace) -> int:
+    config = _config(args)
+    path = args.corpus or shipped_corpus_path()
+    for what, extra in (("similarity", args.eval_similarity), ("analogy", args.eval_analogy)):
+        if extra is not None and not extra.is_file():
+            raise CorpusError(f"{what} file {extra} does not exist; check the path")
+    _make_output_dir(args.out)
+    corpus = load_corpus(path, config.min_count)
+    if len(corpus.words) <= config.num_sampled:
+        raise CorpusError(f"corpus file {path} has a vocabulary of {len(corpus.words)} words, "
+                          f"not more than --num-sampled={config.num_sampled}; lower "
+                          "--num-sampled or --min-count, or give a larger corpus")
+    print(f"corpus {path.name}: {corpus.num_words:,} words, vocabulary {len(corpus.words):,} "
+          f"(min count {config.min_count})")
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(1)  # the parallelism is --threads Hogwild worker processes
+    keep_freed_memory()
+    trainer = Trainer(corpus, config)
+    start = time.perf_counter()
+    log = _train(trainer, corpus, config, quiet=args.no_progress)
+    seconds = time.perf_counter() - start
+    vectors = WordVectors(corpus.words, trainer.model.input_vectors)
+    report = _report(vectors, corpus, config, log, seconds, args)
+    _write(args.out, corpus, vectors, log, report, config)
+    if log.interrupted:
+        print("interrupted: wrote the vectors trained so far", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _make_output_dir(out: Path) -> None:
+    """Create ``--out`` before training, so that a bad path fails before the work is done."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CorpusError(f"output directory {out} cannot be created ({e.strerror}); "
+                          "choose another --out") from None
+
+
+def _train(trainer: Trainer, corpus: Corpus, config: Word2VecConfig, quiet: bool) -> TrainLog:
+    total = config.epochs * corpus.num_words
+    bar, close = _progress(total, quiet)
+    try:
+        trainer.run(bar)
+    except KeyboardInterrupt:
+        trainer.stop()
+    finally:
+        close()
+    return trainer.log
+
+
+def _progress(total: int, quiet: bool) -> tuple[Callable[[int, float], None], Callable[[], None]]:
+    """A tqdm bar (words, words/s, running loss); a plain line per 10 % without tqdm."""
+    if quiet:
+        return (lambda done, loss: None), (lambda: None)
+    try:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+    except ImportError:
+        marks = iter(range(1, 11))
+        next_mark = [next(marks)]
+
+        def line(done: int, loss: float) -> None:
+            if done * 10 >= next_mark[0] * total:
+                print(f"{done:,}/{total:,} words, loss {loss:.4f}", flush=True)
+                next_mark[0] = next(marks, 11)
+        return line, (lambda: None)
+    bar = tqdm(total=total, unit="word", unit_scale=True, dynamic_ncols=True, smoothing=0.1)
+
+    def update(done: int, loss: float) -> None:
+        bar.update(done - bar.n)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+    return update, bar.close
+
+
+def _report(vectors: WordVectors, corpus: Corpus, config: Word2VecConfig, log: TrainLog,
+            seconds: float, args: argparse.Namespace) -> dict[str, Any]:
+    rate = log.words / seconds if seconds > 0 else 0.0
+    print(f"trained {config.model} with {config.loss} ({config.num_sampled} negatives, "
+          f"{config.sampler} sampler) in {seconds:.1f} s: {rate:,.0f} words/s, "
+          f"{log.examples:,} examples, {config.threads} thread(s)")
+    probes = [w for w in PROBES if w in vectors.index][:5] or vectors.words[50:55]
+    for word in probes:
+        print(f"  {word:>10}: {' '.join(vectors.neighbours(word))}")
+    report: dict[str, Any] = {"config": asdict(config),
+                              "words": log.words, "seconds": seconds, "words_per_second": rate,
+                              "examples": log.examples, "vocabulary": len(corpus.words),
+                              "final_loss": log.losses[-1] if log.losses else None}
+    if args.eval_similarity is not None:
+        report["similarity"] = _show("similarity (Spearman)", vectors.similarity(
+            args.eval_similarity), args.eval_similarity)
+    if args.eval_analogy is not None:
+        report["analogy"] = _show("analogy (accuracy)", vectors.analogy(args.eval_analogy),
+                                  args.eval_analogy)
+    return report
+
+
+def _show(label: str, score: Score, path: Path) -> dict[str, Any]:
+    print(f"{label} on {path.name}: {score.value:.4f} over {score.used}/{score.total} "
+          f"({score.coverage:.1%} in vocabulary)")
+    return {"file": str(path), "value": score.value, "used": score.used, "total": score.total}
+
+
+def _write(out: Path, corpus: Corpus, vectors: WordVectors, log: TrainLog,
+           report: dict[str, Any], config: Word2VecConfig) -> None:
+    write_word2vec(out / "vectors.txt", corpus.words, vectors.vectors)
+    write_vocabulary(out / "vocab.txt", corpus.words, corpus.counts)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    written = ["vectors.txt", "vocab.txt", "metrics.json"]
+    if _plot(out / "loss.png", log, config):
+        written.append("loss.png")
+    print(f"wrote {', '.join(written)} to {out}/")
+
+
+def _plot(path: Path, log: TrainLog, config: Word2VecConfig) -> bool:
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no loss plot; pip install matplotlib",
+              file=sys.stderr)
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(log.words_seen, log.losses, lw=1)
+    ax.set_xlabel("words processed")
+    ax.set_ylabel(f"{config.loss} loss per example")
+    ax.set_title(f"torchnce word2vec ({config.model}, {config.num_sampled} negatives)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

@@ -1,0 +1,163 @@
+"""word2vec trained with torchnce's losses: the settings, the two tables and one SGD step.
+
+Every step computes a torchnce loss (``negative_sampling_loss``, ``nce_loss`` or
+``sampled_softmax_loss``, with their defaults) with ``num_sampled`` negatives drawn
+independently for every example (the word2vec way) from a torchnce sampler, and applies plain
+SGD. Labels and negatives are validated as the public functions do (``prepare``), once per
+chunk of examples; each step takes the loss and its gradients from the code of their fused
+autograd node, without building a graph: on CPU the graph and the sparse gradient tensor cost
+more than the arithmetic of a word2vec batch. Tests pin the updates to those of autograd
+through the public functions. The epochs, the learning-rate schedule and the Hogwild workers
+are in ``_training``.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass, replace
+from typing import Literal, NamedTuple
+
+import torch
+
+from torchnce._sampled.fused import Kind, Workspace, sampled_loss_grads
+from torchnce._sampled.problem import Problem, prepare
+from torchnce._sampling.fixed import FixedUnigramSampler
+from torchnce._sampling.samplers import CandidateSampler, LogUniformSampler
+from torchnce.app.word2vec.corpus import Corpus, cbow_windows, skipgram_pairs
+
+Model = Literal["skipgram", "cbow"]
+LossName = Literal["neg", "nce", "sampled_softmax"]
+SamplerName = Literal["unigram", "log_uniform"]
+
+
+class LossSpec(NamedTuple):
+    """What a public loss computes, with its defaults: the row loss, log-Q, hit removal."""
+
+    kind: Kind
+    subtract_log_q: bool
+    remove_accidental_hits: bool
+
+
+LOSSES: dict[str, LossSpec] = {
+    "neg": LossSpec("nce", False, False),  # negative_sampling_loss
+    "nce": LossSpec("nce", True, False),  # nce_loss
+    "sampled_softmax": LossSpec("softmax", True, True),  # sampled_softmax_loss
+}
+
+
+@dataclass(frozen=True)
+class Word2VecConfig:
+    """Training settings; the defaults are word2vec's (and gensim's) skip-gram defaults."""
+
+    model: Model = "skipgram"
+    loss: LossName = "neg"
+    sampler: SamplerName = "unigram"
+    distortion: float = 0.75
+    dim: int = 100
+    window: int = 5
+    num_sampled: int = 5
+    epochs: int = 5
+    batch_size: int = 1024
+    subsample: float = 1e-3
+    min_count: int = 5
+    lr: float | None = None  # None: 0.025 for skip-gram, 0.05 for CBOW (word2vec's)
+    threads: int = 2
+    seed: int = 1
+
+    @property
+    def start_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.025 if self.model == "skipgram" else 0.05
+
+
+def make_sampler(corpus: Corpus, config: Word2VecConfig) -> CandidateSampler:
+    """The noise distribution: unigram counts raised to ``distortion``, or log-uniform (Zipf)
+    over the vocabulary ranks."""
+    size = len(corpus.words)
+    if config.sampler == "log_uniform":
+        return LogUniformSampler(size)
+    return FixedUnigramSampler(size, unigrams=corpus.counts.tolist(),
+                               distortion=config.distortion)
+
+
+class Word2Vec:
+    """The two tables of word2vec and one SGD step per batch.
+
+    ``input_vectors`` (the word vectors people keep) start uniform in ``±0.5/dim``;
+    ``output_vectors`` (the loss's ``weights``) start at zero, as in word2vec.
+    """
+
+    def __init__(self, corpus: Corpus, config: Word2VecConfig, *, shared: bool = False) -> None:
+        gen = torch.Generator().manual_seed(config.seed)
+        size, dim = len(corpus.words), config.dim
+        self.config, self.num_classes = config, size
+        self._buffers: list[mmap.mmap] = []
+        self.input_vectors = self._table(size, dim, shared)
+        self.input_vectors.copy_((torch.rand(size, dim, generator=gen) - 0.5) / dim)
+        self.output_vectors = self._table(size, dim, shared)
+        self.sampler = make_sampler(corpus, config)
+        self.loss_spec = LOSSES[config.loss]
+        self.workspace = Workspace()
+
+    def _table(self, rows: int, cols: int, shared: bool) -> torch.Tensor:
+        """A zero float32 table; with ``shared``, in anonymous shared memory, so that worker
+        processes forked later update the same numbers (and nothing lands in /dev/shm)."""
+        if not shared:
+            return torch.zeros(rows, cols)
+        buffer = mmap.mmap(-1, max(rows * cols * 4, 1))
+        self._buffers.append(buffer)
+        return torch.frombuffer(buffer, dtype=torch.float32, count=rows * cols).view(rows, cols)
+
+    def negatives(self, labels: torch.Tensor, gen: torch.Generator) -> Problem:
+        """``num_sampled`` independent draws for each of the ``[N]`` labels' examples, with
+        their expected counts ``num_sampled · q`` (draws with replacement), validated as the
+        loss's per-example ``sampled_values`` once for the whole chunk: one sampler call and
+        one check of the ids; batches take rows with :func:`problem_rows`."""
+        n, k = labels.shape[0], self.config.num_sampled
+        flat = self.sampler.sample(labels.unsqueeze(1), n * k, unique=False, generator=gen)
+        # The sampler's counts are q · N·k for N·k draws; each example has k of them.
+        values = (flat.sampled_candidates.view(n, k), flat.true_expected_count / n,
+                  (flat.sampled_expected_count / n).view(n, k))
+        shape = self.input_vectors.new_zeros(()).expand(n, self.config.dim)  # inputs come later
+        return prepare(self.output_vectors, None, labels.unsqueeze(1), shape, k,
+                       self.num_classes, 1, values, self.loss_spec.remove_accidental_hits,
+                       "mod", seed=None, generator=None, sparse_grad=True)
+
+    def step(self, inputs_ids: torch.Tensor, mask: torch.Tensor | None, batch: Problem,
+             lr: float) -> float:
+        """One SGD step; returns the summed loss of the batch.
+
+        Skip-gram: ``inputs_ids`` is ``[B]`` (the centers). CBOW: ``[B, 2·window]`` context ids
+        with ``mask``; the input vector is the mean of the masked context vectors. ``batch``
+        holds the batch's labels and negatives: rows of :meth:`negatives`.
+        """
+        rows = self.input_vectors.index_select(0, inputs_ids.reshape(-1))
+        rows = rows.view(*inputs_ids.shape, -1)
+        share = None if mask is None else mask.to(rows.dtype) / mask.sum(1, keepdim=True)
+        inputs = rows if share is None else (rows * share.unsqueeze(2)).sum(1)
+        spec = self.loss_spec
+        # scale = -lr: the gradients come out as the SGD updates themselves, and index_add_
+        # without alpha is 3x faster on CPU than with it.
+        grads = sampled_loss_grads(replace(batch, inputs=inputs), spec.kind,
+                                   subtract_log_q=spec.subtract_log_q, scale=-lr,
+                                   workspace=self.workspace)
+        if share is None:
+            self.input_vectors.index_add_(0, inputs_ids, grads.inputs)
+        else:  # the mean's gradient: each context row gets its share of the input's
+            step_rows = share.unsqueeze(2) * grads.inputs.unsqueeze(1)
+            self.input_vectors.index_add_(0, inputs_ids[mask], step_rows[mask])
+        self.output_vectors.index_add_(0, grads.ids, grads.rows)
+        return float(grads.loss.sum())
+
+
+def examples(model: Model, ids: torch.Tensor, lines: torch.Tensor, window: int,
+             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Shuffled training examples of a subsampled chunk: ``(inputs, mask, labels)``."""
+    if model == "skipgram":
+        centers, contexts = skipgram_pairs(ids, lines, window, gen)
+        order = torch.randperm(centers.numel(), generator=gen)
+        return centers[order], None, contexts[order]
+    centers, context_ids, mask = cbow_windows(ids, lines, window, gen)
+    order = torch.randperm(centers.numel(), generator=gen)
+    return context_ids[order], mask[order], centers[order]
