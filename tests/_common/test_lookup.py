@@ -13,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference as ref
 import torchnce
+from reference import sampled as ref
 
 
 def embedding_params(num_shards: int, vocab: int, trailing: tuple[int, ...] = (10,), seed: int = 0):

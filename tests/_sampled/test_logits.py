@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import reference as ref
 import torchnce
+from reference import sampled as ref
 
 C, B = ref.TF_NUM_CLASSES, ref.TF_BATCH
 S = len(ref.TF_SAMPLED)

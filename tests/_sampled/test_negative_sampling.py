@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import reference as ref
 import torchnce
+from reference import sampled as ref
 
 C, D, B, S = 9, 4, 6, 5
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import reference_contrastive as ref
 import torchnce
-from reference_contrastive import embeddings, log_probs
+from reference import contrastive as ref
+from reference.contrastive import embeddings, log_probs
 
 B, M, D = 5, 4, 3
 

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference_contrastive as ref
 import torchnce
-from reference_contrastive import embeddings, log_probs
+from reference import contrastive as ref
+from reference.contrastive import embeddings, log_probs
 
 B, M, D = 5, 3, 4
 

@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-import reference_contrastive as ref
 import torchnce
+from reference import contrastive as ref
 
 
 def gen(seed=0):

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from reference import f64, i64
+from reference.sampled import f64, i64
 
 
 def embeddings(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-import reference as ref
 import torchnce
+from reference import sampled as ref
 from torchnce._sampled.fused import Workspace, sampled_loss_grads
 from torchnce._sampled.problem import prepare
 from torchnce._sampling import per_example as _per_example
