@@ -18,6 +18,7 @@ import torchnce
 from reference import sampled as ref
 from torchnce._sampled.fused import Workspace, sampled_loss_grads
 from torchnce._sampled.problem import prepare
+from torchnce._sampled.spec import SPECS
 from torchnce._sampling import per_example as _per_example
 
 LOSSES = {
@@ -460,10 +461,10 @@ def test_loss_grads_without_a_graph_equal_autograd(per_example, loss):
     hits = loss == "sampled_softmax"
     problem = prepare(weights, biases, labels, inputs, sampled, classes, 2, values, hits,
                       "mod", seed=None, generator=None, sparse_grad=False)
-    got = sampled_loss_grads(problem, "nce" if loss == "nce" else "softmax", scale=-0.5,
-                             workspace=Workspace())
-    w, b, x = (t.clone().requires_grad_() for t in (weights, biases, inputs))
     fn = torchnce.nce_loss if loss == "nce" else torchnce.sampled_softmax_loss
+    got = sampled_loss_grads(problem.inputs, weights, biases, problem.classes,
+                             SPECS[fn.__name__], scale=-0.5, workspace=Workspace())
+    w, b, x = (t.clone().requires_grad_() for t in (weights, biases, inputs))
     expected = fn(w, b, labels, x, sampled, classes, 2, sampled_values=values,
                   remove_accidental_hits=hits)
     expected.sum().backward()

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import torchnce
-from torchnce._sampled.problem import prepare, problem_rows
 from torchnce.app.word2vec.corpus import load_corpus
 from torchnce.app.word2vec.model import Word2Vec, Word2VecConfig, examples
 
@@ -30,17 +29,13 @@ def batch(model, corpus, kind):
     inputs, mask, labels = examples(kind, corpus.ids, corpus.lines, 2, gen)
     inputs, labels = inputs[:12], labels[:12]
     mask = None if mask is None else mask[:12]
-    problem = model.negatives(labels, gen)
-    return inputs, mask, labels, (problem.sampled, problem.true_count, problem.sampled_count)
+    classes = model.negatives(labels, gen)
+    return inputs, mask, labels, (classes.sampled, classes.true_count, classes.sampled_count)
 
 
 def validated(model, labels, negatives):
-    """The chunk's problem, as ``Word2Vec.negatives`` validates it, from given negatives."""
-    shape = torch.zeros(()).expand(labels.shape[0], model.config.dim)
-    return prepare(model.output_vectors, None, labels.unsqueeze(1), shape,
-                   model.config.num_sampled, model.num_classes, 1, negatives,
-                   model.loss_spec.remove_accidental_hits, "mod", seed=None, generator=None,
-                   sparse_grad=True)
+    """The chunk's classes, as ``Word2Vec.negatives`` validates them, from given negatives."""
+    return model.loss.classes(labels, negatives)
 
 
 def autograd_step(model, inputs_ids, mask, labels, negatives, loss):
@@ -78,17 +73,16 @@ def test_step_applies_the_public_losses_gradients(corpus, loss, kind):
 def test_negatives_are_the_samplers_draws_validated_once(corpus):
     model = Word2Vec(corpus, Word2VecConfig(dim=6, num_sampled=3))
     labels = corpus.ids[:40]
-    problem = model.negatives(labels, torch.Generator().manual_seed(3))
+    classes = model.negatives(labels, torch.Generator().manual_seed(3))
     again = model.sampler.sample(labels.unsqueeze(1), 40 * 3, unique=False,
                                  generator=torch.Generator().manual_seed(3))
-    assert torch.equal(problem.sampled, again.sampled_candidates.view(40, 3))
-    torch.testing.assert_close(problem.sampled_count * 40,
+    assert torch.equal(classes.sampled, again.sampled_candidates.view(40, 3))
+    torch.testing.assert_close(classes.sampled_count * 40,
                                again.sampled_expected_count.view(40, 3))
-    torch.testing.assert_close(problem.true_count * 40, again.true_expected_count)
-    batch = problem_rows(problem, slice(8, 20))
+    torch.testing.assert_close(classes.true_count * 40, again.true_expected_count)
+    batch = classes.rows(slice(8, 20))
     assert torch.equal(batch.labels, labels[8:20].unsqueeze(1))
-    assert torch.equal(batch.sampled, problem.sampled[8:20])
-    assert batch.inputs.shape == (12, 6)
+    assert torch.equal(batch.sampled, classes.sampled[8:20])
 
 
 def test_steps_of_changing_batch_sizes_reuse_the_workspace_correctly(corpus):
@@ -99,7 +93,7 @@ def test_steps_of_changing_batch_sizes_reuse_the_workspace_correctly(corpus):
         values = tuple(v[part] for v in negatives)
         expected = autograd_step(model, inputs_ids[part], None, labels[part], values, "neg")
         got_loss = model.step(inputs_ids[part], None,
-                              problem_rows(validated(model, labels, negatives), part), LR)
+                              validated(model, labels, negatives).rows(part), LR)
         assert got_loss == pytest.approx(expected[0], rel=1e-5)
         torch.testing.assert_close(model.input_vectors, expected[1])
         torch.testing.assert_close(model.output_vectors, expected[2])

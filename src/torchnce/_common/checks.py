@@ -72,22 +72,48 @@ def as_float_tensor(name: str, value: Any, *, device: torch.device | None = None
 def check_ids_in_range(name: str, ids: torch.Tensor, upper: int) -> None:
     """Raise TensorFlow's "out of range" error unless every id lies in ``[0, upper)``.
 
-    Reads the values: one device synchronisation. Under ``torch.compile`` the check becomes a
-    runtime assertion of the graph (a ``RuntimeError`` without this message).
+    Reads the values: one ``aminmax`` and its two scalars, a device synchronisation. Under
+    ``torch.compile`` the check becomes a runtime assertion of the graph (a ``RuntimeError``
+    without this message).
     """
-    if ids.numel() == 0:
+    check_all_in_range(((name, ids),), upper)
+
+
+def check_all_in_range(named_ids: Sequence[tuple[str, torch.Tensor]], upper: int) -> None:
+    """:func:`check_ids_in_range` for several tensors at the cost of one: a single
+    ``aminmax`` over all of them, so a call that checks labels and candidates reads the device
+    once. Only a failure looks at each tensor alone, to name the argument at fault."""
+    present = [(name, ids) for name, ids in named_ids if ids.numel()]
+    if not present:
         return
-    lo, hi = torch.aminmax(ids)
+    if len(present) == 1:
+        lo, hi = torch.aminmax(present[0][1])
+    else:
+        bounds = [torch.aminmax(ids) for _, ids in present]
+        lo = torch.stack([b.min for b in bounds]).min()
+        hi = torch.stack([b.max for b in bounds]).max()
     lo_v, hi_v = int(lo), int(hi)
     if torch.compiler.is_compiling():  # a runtime assertion in the graph, no Python branch
-        torch._check(lo_v >= 0, lambda: f"{name} must hold ids >= 0")  # type: ignore[no-untyped-call]
-        torch._check(hi_v < upper, lambda: f"{name} must hold ids < {upper}")  # type: ignore[no-untyped-call]
+        names = " and ".join(name for name, _ in present)
+        torch._check(lo_v >= 0, lambda: f"{names} must hold ids >= 0")  # type: ignore[no-untyped-call]
+        torch._check(hi_v < upper, lambda: f"{names} must hold ids < {upper}")  # type: ignore[no-untyped-call]
         return
-    if lo_v < 0 or hi_v >= upper:
-        bad = lo_v if lo_v < 0 else hi_v
-        raise ValueError(
-            f"{name} must hold ids in [0, {upper}), got {bad} (out of range [0, {upper}))"
-        )
+    if lo_v >= 0 and hi_v < upper:
+        return
+    for name, ids in present:  # the failure path: find the first argument at fault
+        lo_i, hi_i = (int(v) for v in torch.aminmax(ids))
+        if lo_i < 0 or hi_i >= upper:
+            bad = lo_i if lo_i < 0 else hi_i
+            raise ValueError(
+                f"{name} must hold ids in [0, {upper}), got {bad} (out of range [0, {upper}))"
+            )
+
+
+def range_too_small(num_sampled: int, bound: str, detail: str = "") -> ValueError:
+    """TensorFlow's "Sampler's range is too small" error, for ``num_sampled`` above ``bound``
+    (what limits it, e.g. ``"range_max (4) when unique=True"``); ``detail`` follows the value."""
+    return ValueError(f"num_sampled must be <= {bound}, got {num_sampled}{detail} "
+                      "(Sampler's range is too small)")
 
 
 def check_bool(name: str, value: Any) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from torchnce._common.checks import as_int_tensor, check_ids_in_range, check_int
+from torchnce._common.checks import as_int_tensor, check_int
 
 
 class TrueLabels(NamedTuple):
@@ -83,13 +83,15 @@ def true_labels(
     labels: Any,
     num_true: int,
     inputs: torch.Tensor,
-    num_classes: int,
     *,
     label_mask: Any = None,
     padding_id: Any = None,
 ) -> TrueLabels:
-    """Validate labels in any of the three forms and range-check the real ones (one device
-    synchronisation). ``num_true`` is ignored for ragged labels."""
+    """Validate labels in any of the three forms (``num_true`` is ignored for ragged labels).
+
+    The ids' range is the caller's to check (``check_all_in_range``), together with any other
+    ids of the call, so that the call reads the device once.
+    """
     if label_mask is not None and padding_id is not None:
         raise ValueError("label_mask and padding_id must not both be given, got both; pass one")
     if is_ragged(labels):
@@ -106,7 +108,6 @@ def true_labels(
             mask = ids != check_int("padding_id", padding_id)
     if mask is not None:
         ids = torch.where(mask, ids, 0)
-    check_ids_in_range("labels", ids, num_classes)
     return TrueLabels(ids, mask)
 
 

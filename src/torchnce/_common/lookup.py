@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from torchnce._common.checks import as_int_tensor, check_choice, check_ids_in_range
-
-PartitionStrategy = Literal["mod", "div"]
-STRATEGIES = ("mod", "div")
+from torchnce._common.types import STRATEGIES, PartitionStrategy
 
 
 def as_shards(name: str, params: Any, *, matrix: bool = False) -> list[torch.Tensor]:

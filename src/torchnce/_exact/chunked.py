@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from torchnce._common.lookup import lookup, route
+from torchnce._common.types import LossKind
 from torchnce._sampled.logits import compose_logits, linear_logits, work_dtype
 
-Kind = Literal["nce", "softmax"]
 CHUNK_ELEMENTS = 1 << 21  # default logits per chunk: 8 MiB in float32, L3-sized
 LOG2E, LN2 = 1.4426950408889634, 0.6931471805599453
 _PRODUCT_LEVELS = 4  # softplus sums take one log1p per 2⁴ classes
@@ -127,11 +127,11 @@ def _softplus_sum(bits: torch.Tensor) -> torch.Tensor:
     return total.add_(q[:, :width].log1p_().sum(dim=1))
 
 
-def _reduce_chunk(kind: Kind, total: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+def _reduce_chunk(kind: LossKind, total: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     """Fold one chunk of base-2 logits ``y = ℓ·log₂e`` into the running per-row total:
-    ``Σ softplus(ℓ)`` ("nce") or ``log₂ Σ 2^y`` ("softmax", in bits; ``lse(ℓ) = ln 2 ·
+    ``Σ softplus(ℓ)`` ("sigmoid") or ``log₂ Σ 2^y`` ("softmax", in bits; ``lse(ℓ) = ln 2 ·
     log₂ Σ 2^y``). Overwrites ``bits``."""
-    if kind == "nce":
+    if kind == "sigmoid":
         return total.add_(_softplus_sum(bits))
     top = bits.amax(dim=1, keepdim=True)  # in place: faster than torch.logsumexp
     chunk_lse = bits.sub_(top).exp2_().sum(dim=1).log2_().add_(top.squeeze(1))
@@ -144,16 +144,16 @@ def _accumulator_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.device.type == "mps" else torch.float64
 
 
-def _grad_logit_inputs(kind: Kind, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+def _grad_logit_inputs(kind: LossKind, x: torch.Tensor) -> tuple[torch.Tensor, float]:
     """``(inputs, bias scale)`` of the backward's chunk logits: natural for σ, bits for
     softmax."""
-    return (x, 1.0) if kind == "nce" else (x * LOG2E, LOG2E)
+    return (x, 1.0) if kind == "sigmoid" else (x * LOG2E, LOG2E)
 
 
-def _chunk_grad(kind: Kind, logits: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """``dL/dℓ`` of one chunk, overwriting it: ``σ(ℓ)`` ("nce"), or
+def _chunk_grad(kind: LossKind, logits: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """``dL/dℓ`` of one chunk, overwriting it: ``σ(ℓ)`` ("sigmoid"), or
     ``softmax(ℓ) = 2^{y − lse₂}`` from logits and total in bits ("softmax")."""
-    if kind == "nce":
+    if kind == "sigmoid":
         return logits.sigmoid_()
     return logits.sub_(total.unsqueeze(1)).exp2_()
 
@@ -193,17 +193,18 @@ def _true_weights(targets: torch.Tensor | None, like: torch.Tensor) -> torch.Ten
 class _ChunkedLoss(torch.autograd.Function):
     """Per row ``(Σ_t z_t)·partition(ℓ) − Σ_t z_t ℓ_{y_t}`` over all C classes (``z = 1/T``
     unless ``targets`` are given; the factor only for "softmax"), one dense gradient per
-    table: the partition is ``Σ_c softplus(ℓ_c)`` ("nce") or ``log Σ_c exp(ℓ_c)`` ("softmax")."""
+    table: the partition is ``Σ_c softplus(ℓ_c)`` ("sigmoid") or ``log Σ_c exp(ℓ_c)``
+    ("softmax")."""
 
     @staticmethod
     def forward(
-        ctx: Any, kind: Kind, chunk_size: int, layout: Layout, labels: torch.Tensor,
+        ctx: Any, kind: LossKind, chunk_size: int, layout: Layout, labels: torch.Tensor,
         targets: torch.Tensor | None, inputs: torch.Tensor, *tables: torch.Tensor,
     ) -> torch.Tensor:
         weights, biases = tables[: len(layout.sizes)], tables[len(layout.sizes) :]
         x = inputs.to(work_dtype(inputs.dtype))
         x_bits, buffer = x * LOG2E, x.new_empty(x.shape[0] * chunk_size)
-        total = torch.full((x.shape[0],), 0.0 if kind == "nce" else -torch.inf,
+        total = torch.full((x.shape[0],), 0.0 if kind == "sigmoid" else -torch.inf,
                            dtype=_accumulator_dtype(x), device=x.device)
         for p, start, stop in chunks(weights, chunk_size):
             bias = biases[p] if biases else None
@@ -215,7 +216,7 @@ class _ChunkedLoss(torch.autograd.Function):
         ctx.save_for_backward(inputs, total, labels, rows, z, *tables)
         ctx.kind, ctx.chunk_size, ctx.layout = kind, chunk_size, layout
         ctx.mass = kind == "softmax" and targets is not None  # rows without labels weigh 0
-        partition = total if kind == "nce" else total * LN2
+        partition = total if kind == "sigmoid" else total * LN2
         if ctx.mass:
             partition = partition * z.sum(dim=1)
         return partition - (true_logits * z).sum(dim=1)
@@ -258,7 +259,7 @@ class _ChunkedLoss(torch.autograd.Function):
 
 
 def chunked_loss(
-    kind: Kind,
+    kind: LossKind,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     weights: list[torch.Tensor],

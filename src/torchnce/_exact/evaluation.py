@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from torchnce._common.checks import check_choice, check_int
-from torchnce._common.labels import true_labels, true_targets
-from torchnce._common.lookup import STRATEGIES, PartitionStrategy, as_shards, check_layout
+from torchnce._common.checks import check_choice, check_ids_in_range, check_int
+from torchnce._common.labels import TrueLabels, true_labels, true_targets
+from torchnce._common.lookup import as_shards, check_layout
+from torchnce._common.types import STRATEGIES, LossKind, PartitionStrategy, Table
 from torchnce._exact.chunked import (
-    Kind,
     Layout,
     align_biases,
     chunked_loss,
@@ -23,9 +23,7 @@ from torchnce._exact.chunked import (
     default_chunk_size,
 )
 from torchnce._sampled.logits import linear_logits, work_dtype
-from torchnce._sampled.problem import _check_inputs, _check_table
-
-Table = torch.Tensor | list[torch.Tensor]
+from torchnce._sampled.problem import check_inputs, check_table
 
 
 def _check_tables(
@@ -33,17 +31,17 @@ def _check_tables(
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor] | None, Layout]:
     """Validated ``(inputs, weight shards, bias shards split like them, layout)``."""
     strategy = check_choice("partition_strategy", strategy, STRATEGIES)
-    inputs = _check_inputs(inputs)
+    inputs = check_inputs(inputs)
     if num_classes is None:
         num_classes = check_layout("weights", as_shards("weights", weights, matrix=True), strategy)
-    w = _check_table("weights", weights, num_classes, strategy, inputs)
+    w = check_table("weights", weights, num_classes, strategy, inputs)
     if w[0].shape[1] != inputs.shape[1]:
         raise ValueError(f"inputs must have dim = the weights' row width {w[0].shape[1]}, "
                          f"got shape {tuple(inputs.shape)}")
     layout = Layout.of(w, strategy)
     if biases is None:
         return inputs, w, None, layout
-    b = _check_table("biases", biases, num_classes, strategy, inputs)
+    b = check_table("biases", biases, num_classes, strategy, inputs)
     return inputs, w, align_biases(b, layout, inputs.device), layout
 
 
@@ -108,7 +106,7 @@ def full_logits(
 
 
 def _eval_loss(
-    kind: Kind,
+    kind: LossKind,
     weights: Any,
     biases: Any,
     labels: Any,
@@ -120,16 +118,31 @@ def _eval_loss(
     label_mask: Any,
     padding_id: Any,
 ) -> torch.Tensor:
-    """``partition − mean_t ℓ_{y_t}`` per row: both full losses share this shape."""
+    """Validate a full-loss call (one range check of the labels), then :func:`exact_loss`."""
     num_classes = check_int("num_classes", num_classes, minimum=1)
     num_true = check_int("num_true", num_true, minimum=1)
     inputs, w, b, layout = _check_tables(weights, biases, inputs, partition_strategy,
                                          num_classes)
-    true = true_labels(labels, num_true, inputs, num_classes, label_mask=label_mask,
-                       padding_id=padding_id)
+    true = true_labels(labels, num_true, inputs, label_mask=label_mask, padding_id=padding_id)
+    check_ids_in_range("labels", true.ids, num_classes)
     chunk = _check_chunk_size(chunk_size, inputs.shape[0])
+    return exact_loss(kind, inputs, true, w, b, layout, chunk)
+
+
+def exact_loss(
+    kind: LossKind,
+    inputs: torch.Tensor,
+    true: TrueLabels,
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor] | None,
+    layout: Layout,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``[B]`` full loss ``partition − mean_t ℓ_{y_t}`` of validated arguments (biases split
+    like the weights), in the dtype of ``inputs``: both full losses share this shape."""
+    chunk = default_chunk_size(inputs.shape[0]) if chunk_size is None else chunk_size
     targets = None if true.mask is None else true_targets(true.mask, work_dtype(inputs.dtype))
-    loss = chunked_loss(kind, inputs, true.ids, w, b, layout, chunk, targets)
+    loss = chunked_loss(kind, inputs, true.ids, weights, biases, layout, chunk, targets)
     return loss.to(inputs.dtype)
 
 
@@ -201,7 +214,7 @@ def nce_eval_loss(
         >>> round(loss.item(), 4)  # four logits of 0: 4·log 2 − 0
         2.7726
     """
-    return _eval_loss("nce", weights, biases, labels, inputs, num_classes, num_true,
+    return _eval_loss("sigmoid", weights, biases, labels, inputs, num_classes, num_true,
                       partition_strategy, chunk_size, label_mask, padding_id)
 
 

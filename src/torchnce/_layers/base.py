@@ -1,87 +1,179 @@
 """The shared base of the output-layer modules: configuration, parameters, sampler, plumbing.
 
 A module owns the output embeddings (one table or ``num_shards`` shards laid out by the
-partition strategy), the biases and a candidate sampler. ``forward`` holds no maths: it
-validates against the configuration, samples, and calls the functional core that the concrete
-classes of ``_modules`` name.
+partition strategy), the biases and a candidate sampler. ``forward`` holds no maths: it checks
+the call against the configuration (one range check of the ids), samples, builds the validated
+call from those parts and hands it to the core (``_sampled.fused``, ``_exact.evaluation``); the
+concrete classes of ``modules`` only name their loss's ``LossSpec``.
+The class-sharded layers of ``torchnce.distributed`` reuse the checks defined here.
 """
 
 from __future__ import annotations
 
-import abc
 import math
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 from torch import nn
 
 from torchnce._common.checks import (
     as_int_tensor,
+    check_all_in_range,
     check_bool,
     check_choice,
-    check_ids_in_range,
     check_int,
+    range_too_small,
 )
-from torchnce._common.lookup import STRATEGIES, PartitionStrategy, shard_sizes
-from torchnce._common.types import SampledValues
-from torchnce._exact.evaluation import full_logits, top_k
+from torchnce._common.labels import TrueLabels
+from torchnce._common.lookup import shard_sizes
+from torchnce._common.types import (
+    MODES,
+    REDUCTIONS,
+    STRATEGIES,
+    Mode,
+    PartitionStrategy,
+    Reduction,
+    apply_reduction,
+)
+from torchnce._exact.chunked import Layout
+from torchnce._exact.evaluation import exact_loss, full_logits, top_k
+from torchnce._sampled.fused import fused_sampled_loss
+from torchnce._sampled.problem import (
+    Classes,
+    Counts,
+    Problem,
+    check_inputs,
+    check_sampled_values,
+    make_classes,
+)
+from torchnce._sampled.spec import LossSpec
 from torchnce._sampling.per_example import sampler_rows
-from torchnce._sampling.samplers import CandidateSampler, LogUniformSampler
-
-Mode = Literal["sampled", "full"]
-Reduction = Literal["none", "mean", "sum"]
-_MODES = ("sampled", "full")
-_REDUCTIONS = ("none", "mean", "sum")
-Table = torch.Tensor | list[torch.Tensor]
+from torchnce._sampling.samplers import AllCandidateSampler, CandidateSampler, LogUniformSampler
 
 
-def _check_num_shards(num_shards: Any, num_classes: int) -> int:
-    shards = check_int("num_shards", num_shards, minimum=1)
-    if shards > num_classes:
-        raise ValueError(f"num_shards must be in [1, num_classes={num_classes}], got {shards}")
-    return shards
+class Settings(NamedTuple):
+    """The validated configuration every output layer shares (sharded ones included)."""
+
+    num_classes: int
+    embedding_dim: int
+    num_sampled: int
+    num_true: int
+    remove_accidental_hits: bool
+    partition_strategy: PartitionStrategy
+    sparse_grad: bool
+    reduction: Reduction
 
 
-def _check_sampler(sampler: Any, num_classes: int, num_sampled: int) -> CandidateSampler:
-    if sampler is None:
-        if num_sampled > num_classes:
-            raise ValueError(
-                f"num_sampled must be <= num_classes={num_classes} for the default unique "
-                f"sampler, got {num_sampled} (Sampler's range is too small)"
-            )
-        return LogUniformSampler(num_classes)
-    if not isinstance(sampler, CandidateSampler):
+def check_settings(
+    spec: LossSpec, num_classes: Any, embedding_dim: Any, num_sampled: Any, num_true: Any,
+    remove_accidental_hits: Any, partition_strategy: Any, sparse_grad: Any, reduction: Any,
+) -> Settings:
+    """Validate the shared configuration; ``remove_accidental_hits=None`` takes ``spec``'s."""
+    if remove_accidental_hits is None:
+        remove_accidental_hits = spec.remove_accidental_hits
+    return Settings(
+        check_int("num_classes", num_classes, minimum=1),
+        check_int("embedding_dim", embedding_dim, minimum=1),
+        check_int("num_sampled", num_sampled, minimum=1),
+        check_int("num_true", num_true, minimum=1),
+        check_bool("remove_accidental_hits", remove_accidental_hits),
+        cast(PartitionStrategy, check_choice("partition_strategy", partition_strategy,
+                                             STRATEGIES)),
+        check_bool("sparse_grad", sparse_grad),
+        cast(Reduction, check_choice("reduction", reduction, REDUCTIONS)),
+    )
+
+
+def check_sampler(sampler: Any, num_classes: int, num_sampled: int) -> CandidateSampler:
+    """The layer's sampler (``LogUniformSampler(C)`` for None), able to draw ``S`` unique
+    candidates among the C classes."""
+    if sampler is not None and not isinstance(sampler, CandidateSampler):
         raise TypeError(f"sampler must be a torchnce.CandidateSampler or None, got "
                         f"{type(sampler).__name__}")
-    if sampler.range_max is not None and sampler.range_max != num_classes:
+    if sampler is not None and sampler.range_max not in (None, num_classes):
         raise ValueError(f"sampler must have range_max = num_classes={num_classes}, got "
                          f"range_max={sampler.range_max}")
-    return sampler
+    if num_sampled > num_classes:
+        bound = "the default unique sampler" if sampler is None else "unique draws"
+        raise range_too_small(num_sampled, f"num_classes={num_classes} for {bound}")
+    return LogUniformSampler(num_classes) if sampler is None else sampler
 
 
-def _parameter(shape: tuple[int, ...], factory: dict[str, Any]) -> nn.Parameter:
-    return nn.Parameter(torch.empty(shape, **factory))
+def check_mode(mode: Any, training: bool) -> Mode:
+    """``mode``, or the one ``training`` implies when None."""
+    if mode is None:
+        return "sampled" if training else "full"
+    return cast(Mode, check_choice("mode", mode, MODES))
+
+
+def check_call(inputs: Any, labels: Any, settings: Settings, device: torch.device) -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """``(inputs, labels [B, T])`` checked against the configuration and the parameters'
+    ``device``; reads nothing (the ids' range is checked with the candidates')."""
+    inputs = check_inputs(inputs, settings.embedding_dim)
+    if inputs.device != device:
+        raise ValueError(f"inputs must be on the device of the layer's parameters ({device}), "
+                         f"got {inputs.device}; move the layer with .to(device)")
+    ids = as_int_tensor("labels", labels, device=inputs.device)
+    if ids.dim() == 1 and settings.num_true == 1:
+        ids = ids.unsqueeze(1)
+    if ids.shape != (inputs.shape[0], settings.num_true):
+        raise ValueError(f"labels must have shape [batch_size={inputs.shape[0]}, "
+                         f"num_true={settings.num_true}], got {tuple(ids.shape)}")
+    return inputs, ids.to(inputs.device)
+
+
+def layer_classes(
+    sampler: CandidateSampler, labels: torch.Tensor, sampled_values: Any, settings: Settings,
+    *, per_example: bool = False, generator: torch.Generator | None = None,
+) -> Classes:
+    """The call's classes: the given ``sampled_values`` (checked with the labels in one read
+    of the device), or the sampler's draw for the checked labels (trusted)."""
+    if sampled_values is not None:
+        values = check_sampled_values(sampled_values, labels)
+        check_all_in_range((("labels", labels), ("sampled_values", values[0])),
+                           settings.num_classes)
+    else:
+        upper = settings.num_classes
+        if isinstance(sampler, AllCandidateSampler):  # its range is num_sampled itself
+            upper = min(upper, settings.num_sampled)
+        check_all_in_range((("labels", labels),), upper)
+        values = draw(sampler, labels, settings.num_sampled, per_example, generator)
+    return make_classes(TrueLabels(labels, None), values, settings.num_sampled,
+                        settings.remove_accidental_hits)
+
+
+def draw(
+    sampler: CandidateSampler, labels: torch.Tensor, num_sampled: int, per_example: bool,
+    generator: torch.Generator | None,
+) -> Counts:
+    """The sampler's unique candidates for validated labels: shared by the batch, or drawn for
+    every row. Calls the sampler's core, which trusts the labels."""
+    if per_example:
+        return sampler_rows(sampler, labels, num_sampled)
+    return sampler._sample(labels, num_sampled, True, generator)
 
 
 def _table(
-    shapes: list[tuple[int, ...]], factory: dict[str, Any]
+    sizes: list[int], trailing: tuple[int, ...], factory: dict[str, Any]
 ) -> nn.Parameter | nn.ParameterList:
     """One parameter, or a ``ParameterList`` of shards."""
-    if len(shapes) == 1:
-        return _parameter(shapes[0], factory)
-    return nn.ParameterList([_parameter(shape, factory) for shape in shapes])
+    params = [nn.Parameter(torch.empty((n, *trailing), **factory)) for n in sizes]
+    return params[0] if len(params) == 1 else nn.ParameterList(params)
 
 
-def _as_table(param: nn.Parameter | nn.ParameterList | None) -> Table | None:
-    """The form the functional layer takes: a tensor, or a Python list of shards."""
-    if param is None or isinstance(param, torch.Tensor):
-        return param
-    return list(param.parameters())
+def _shards(param: nn.Parameter | nn.ParameterList | None) -> list[torch.Tensor] | None:
+    """The form the core takes: a list of shards (one for a single table)."""
+    if param is None:
+        return None
+    return [param] if isinstance(param, torch.Tensor) else list(param)
 
 
-class OutputLayer(nn.Module, abc.ABC):
-    """Configuration, parameters and sampler shared by the two output-layer losses."""
+class OutputLayer(nn.Module):
+    """Configuration, parameters and sampler shared by the output-layer losses; a concrete
+    class names its loss in ``spec`` and documents the arguments."""
 
+    spec: ClassVar[LossSpec]
     weight: nn.Parameter | nn.ParameterList
     bias: nn.Parameter | nn.ParameterList | None
 
@@ -91,49 +183,56 @@ class OutputLayer(nn.Module, abc.ABC):
         embedding_dim: int,
         num_sampled: int,
         *,
-        num_true: int,
-        sampler: CandidateSampler | None,
-        remove_accidental_hits: bool,
-        bias: bool,
-        num_shards: int,
-        partition_strategy: PartitionStrategy,
-        sparse_grad: bool,
-        reduction: Reduction,
-        device: torch.device | str | None,
-        dtype: torch.dtype | None,
+        num_true: int = 1,
+        sampler: CandidateSampler | None = None,
+        remove_accidental_hits: bool | None = None,
+        bias: bool = True,
+        num_shards: int = 1,
+        partition_strategy: PartitionStrategy = "mod",
+        sparse_grad: bool = False,
+        reduction: Reduction = "mean",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         per_example_negatives: bool = False,
     ) -> None:
         super().__init__()
-        self.num_classes = check_int("num_classes", num_classes, minimum=1)
-        self.embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
-        self.num_sampled = check_int("num_sampled", num_sampled, minimum=1)
-        self.num_true = check_int("num_true", num_true, minimum=1)
-        self.num_shards = _check_num_shards(num_shards, self.num_classes)
-        self.partition_strategy = cast(PartitionStrategy, check_choice(
-            "partition_strategy", partition_strategy, STRATEGIES))
-        self.remove_accidental_hits = check_bool("remove_accidental_hits", remove_accidental_hits)
-        self.sparse_grad = check_bool("sparse_grad", sparse_grad)
+        (self.num_classes, self.embedding_dim, self.num_sampled, self.num_true,
+         self.remove_accidental_hits, self.partition_strategy, self.sparse_grad,
+         self.reduction) = check_settings(
+            self.spec, num_classes, embedding_dim, num_sampled, num_true,
+            remove_accidental_hits, partition_strategy, sparse_grad, reduction)
+        self.num_shards = check_int("num_shards", num_shards, minimum=1)
+        if self.num_shards > self.num_classes:
+            raise ValueError(f"num_shards must be in [1, num_classes={self.num_classes}], "
+                             f"got {self.num_shards}")
         self.per_example_negatives = check_bool("per_example_negatives", per_example_negatives)
-        self.reduction = cast(Reduction, check_choice("reduction", reduction, _REDUCTIONS))
         if dtype is not None and not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating dtype or None, got {dtype}")
-        self.sampler = _check_sampler(sampler, self.num_classes, self.num_sampled)
+        self.sampler = check_sampler(sampler, self.num_classes, self.num_sampled)
         sizes = shard_sizes(self.num_classes, self.num_shards, self.partition_strategy)
         factory = {"device": device, "dtype": dtype}
-        self.weight = _table([(n, self.embedding_dim) for n in sizes], factory)
+        self.weight = _table(sizes, (self.embedding_dim,), factory)
         if check_bool("bias", bias):
-            self.bias = _table([(n,) for n in sizes], factory)
+            self.bias = _table(sizes, (), factory)
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+
+    @property
+    def settings(self) -> Settings:
+        """The configuration as the checks take it (read at every call, so that a setting
+        changed after construction is the one used)."""
+        return Settings(self.num_classes, self.embedding_dim, self.num_sampled, self.num_true,
+                        self.remove_accidental_hits, self.partition_strategy, self.sparse_grad,
+                        self.reduction)
 
     def reset_parameters(self) -> None:
         """TensorFlow word2vec's initialisation: weights from a normal with std ``1/√D``
         truncated at two standard deviations, biases zero."""
         std = 1.0 / math.sqrt(self.embedding_dim)
-        for shard in _shards(self.weight):
+        for shard in self._weights():
             nn.init.trunc_normal_(shard, std=std, a=-2 * std, b=2 * std)
-        for shard in _shards(self.bias):
+        for shard in self._biases() or []:
             nn.init.zeros_(shard)
 
     def forward(
@@ -147,7 +246,7 @@ class OutputLayer(nn.Module, abc.ABC):
         """The sampled loss in training mode, the exact full loss in eval mode, reduced.
 
         Args:
-            inputs: ``[B, D]`` floating, with ``D = embedding_dim``.
+            inputs: ``[B, D]`` floating, with ``D = embedding_dim``, on the parameters' device.
             labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), ids in ``[0, C)``.
             sampled_values: a ``(sampled_candidates, true_expected_count,
                 sampled_expected_count)`` triple to use instead of drawing from ``sampler``
@@ -159,23 +258,25 @@ class OutputLayer(nn.Module, abc.ABC):
             The loss reduced by ``reduction``: ``[B]`` for "none", a scalar otherwise.
 
         Raises:
-            TypeError, ValueError: inputs or labels that disagree with the configuration, an
-                unknown mode; and whatever the functional loss raises. Checking that labels
-                are in range reads them (one device synchronisation).
+            TypeError, ValueError: inputs, labels or candidates that disagree with the
+                configuration, an unknown mode. Checking that the ids are in range reads the
+                labels and any given candidates together (one device synchronisation); the
+                sampler is only called once the call is known to be valid.
         """
-        if mode is None:
-            mode = "sampled" if self.training else "full"
-        mode = cast(Mode, check_choice("mode", mode, _MODES))
-        labels = self._check_call(inputs, labels)
+        mode = check_mode(mode, self.training)
+        weights = self._weights()
+        inputs, ids = check_call(inputs, labels, self.settings, weights[0].device)
         if mode == "full":
-            loss = self._full_loss(inputs, labels)
+            check_all_in_range((("labels", ids),), self.num_classes)
+            loss = exact_loss(self.spec.kind, inputs, TrueLabels(ids, None), weights,
+                              self._biases(), Layout.of(weights, self.partition_strategy))
         else:
-            if sampled_values is None:
-                sampled_values = self._draw(labels)
-            loss = self._sampled_loss(inputs, labels, sampled_values)
-        if self.reduction == "none":
-            return loss
-        return loss.mean() if self.reduction == "mean" else loss.sum()
+            classes = layer_classes(self.sampler, ids, sampled_values, self.settings,
+                                    per_example=self.per_example_negatives)
+            problem = Problem(inputs, weights, self._biases(), classes, self.partition_strategy,
+                              self.sparse_grad)
+            loss = fused_sampled_loss(problem, self.spec)
+        return apply_reduction(loss, self.reduction)
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """``[B, C]`` full logits in global class order (see :func:`torchnce.full_logits`)."""
@@ -198,49 +299,10 @@ class OutputLayer(nn.Module, abc.ABC):
             f"reduction={self.reduction!r}, per_example_negatives={self.per_example_negatives}"
         )
 
-    def _draw(self, labels: torch.Tensor) -> SampledValues:
-        """The sampler's candidates: shared by the batch, or drawn for every row."""
-        if self.per_example_negatives:
-            return sampler_rows(self.sampler, labels, self.num_sampled)
-        return self.sampler.sample(labels, self.num_sampled)
+    def _weights(self) -> list[torch.Tensor]:
+        shards = _shards(self.weight)
+        assert shards is not None  # a layer always has weights
+        return shards
 
-    def _weights(self) -> Table:
-        return self.weight if isinstance(self.weight, torch.Tensor) else list(self.weight)
-
-    def _biases(self) -> Table | None:
-        return _as_table(self.bias)
-
-    def _check_call(self, inputs: Any, labels: Any) -> torch.Tensor:
-        """Check inputs and labels against the configuration; return labels as ``[B, T]``."""
-        if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
-            got = inputs.dtype if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-            raise TypeError(f"inputs must be a floating tensor [batch_size, embedding_dim], "
-                            f"got {got}")
-        if inputs.dim() != 2 or inputs.shape[1] != self.embedding_dim:
-            raise ValueError(f"inputs must have shape [batch_size, embedding_dim="
-                             f"{self.embedding_dim}], got {tuple(inputs.shape)}")
-        ids = as_int_tensor("labels", labels, device=inputs.device)
-        if ids.dim() == 1 and self.num_true == 1:
-            ids = ids.unsqueeze(1)
-        if ids.shape != (inputs.shape[0], self.num_true):
-            raise ValueError(f"labels must have shape [batch_size={inputs.shape[0]}, "
-                             f"num_true={self.num_true}], got {tuple(ids.shape)}")
-        check_ids_in_range("labels", ids, self.num_classes)
-        return ids
-
-    @abc.abstractmethod
-    def _sampled_loss(
-        self, inputs: torch.Tensor, labels: torch.Tensor, sampled_values: Any
-    ) -> torch.Tensor:
-        """Per-example sampled loss ``[B]``."""
-
-    @abc.abstractmethod
-    def _full_loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Per-example exact loss over all classes ``[B]``."""
-
-
-def _shards(param: nn.Parameter | nn.ParameterList | None) -> list[torch.Tensor]:
-    table = _as_table(param)
-    if table is None:
-        return []
-    return table if isinstance(table, list) else [table]
+    def _biases(self) -> list[torch.Tensor] | None:
+        return _shards(self.bias)

@@ -1,24 +1,22 @@
 """The output layer as PyTorch modules: ``NCELoss``, ``SampledSoftmaxLoss`` and
 ``NegativeSamplingLoss``.
 
-Each final class names the functional losses it delegates to; everything else (parameters,
-sampler, validation, ``logits``, ``top_k``) is the shared base :class:`OutputLayer`.
+Each final class names its loss (a ``LossSpec``) and documents it; everything else
+(parameters, sampler, validation, ``forward``, ``logits``, ``top_k``) is the shared base
+:class:`OutputLayer`.
 """
 
 from __future__ import annotations
 
-from typing import Any, final
+from typing import final
 
-import torch
-
-from torchnce._common.lookup import PartitionStrategy
-from torchnce._exact.evaluation import nce_eval_loss, sampled_softmax_eval_loss
-from torchnce._layers.base import OutputLayer, Reduction
-from torchnce._sampled.losses import nce_loss, negative_sampling_loss, sampled_softmax_loss
-from torchnce._sampling.samplers import CandidateSampler
+from torchnce._common.docs import fill_args
+from torchnce._layers.base import OutputLayer
+from torchnce._sampled.spec import NCE, NEGATIVE_SAMPLING, SAMPLED_SOFTMAX
 
 
 @final
+@fill_args
 class NCELoss(OutputLayer):
     """An output layer trained with noise-contrastive estimation, evaluated exactly.
 
@@ -39,33 +37,30 @@ class NCELoss(OutputLayer):
     the ``[B]`` losses.
 
     Args:
-        num_classes: C.
-        embedding_dim: D, the width of ``inputs``.
+        num_classes: {layer_num_classes}
+        embedding_dim: {embedding_dim}
         num_sampled: S, candidates drawn per batch (shared by its rows) or per row.
-        num_true: T, true classes per example.
+        num_true: {layer_num_true}
         sampler: a :class:`torchnce.CandidateSampler` over ``[0, C)``; None builds
             ``LogUniformSampler(num_classes)``. Samples are drawn with ``unique=True``. Its
             state (e.g. learned counts) is part of ``state_dict`` and it moves with ``.to()``.
-        remove_accidental_hits: drop sampled candidates equal to a true class (default False,
-            as TensorFlow's ``nce_loss``).
+        remove_accidental_hits: drop sampled candidates equal to a true class; None (the
+            default) means False, as TensorFlow's ``nce_loss``.
         bias: learn a bias per class (initialised to zero).
-        num_shards: P, split ``weight`` and ``bias`` into a ``ParameterList`` of P shards laid
-            out as TensorFlow's partitioned variables.
-        partition_strategy: ``"mod"`` or ``"div"``, the shard layout.
-        sparse_grad: sparse gradients for the sampled loss (the full loss is always dense).
-        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the batch.
-        device: where to create the parameters.
-        dtype: their floating dtype.
-        per_example_negatives: draw ``S`` unique candidates for every row independently
-            (each row as the sampler's unique draw for that row alone) instead of once per
-            batch.
+        num_shards: {num_shards}
+        partition_strategy: {layer_partition_strategy}
+        sparse_grad: {layer_sparse_grad}
+        reduction: {reduction}
+        device: {device}
+        dtype: {dtype}
+        per_example_negatives: {layer_per_example_negatives}
 
     Raises:
         TypeError: non-int sizes, a sampler that is not a ``CandidateSampler``, a non-floating
             dtype.
         ValueError: sizes < 1, ``num_shards > num_classes``, a sampler whose ``range_max``
-            differs from ``num_classes``, ``num_sampled > num_classes`` with the default
-            sampler ("Sampler's range is too small"), unknown choices.
+            differs from ``num_classes``, ``num_sampled > num_classes`` (unique draws need that
+            many classes: "Sampler's range is too small"), unknown choices.
 
     Note:
         Initialisation follows TensorFlow's word2vec tutorial: weights from a normal with std
@@ -89,49 +84,11 @@ class NCELoss(OutputLayer):
         (torch.Size([4, 3]), True)
     """  # noqa: E501
 
-    def __init__(
-        self,
-        num_classes: int,
-        embedding_dim: int,
-        num_sampled: int,
-        *,
-        num_true: int = 1,
-        sampler: CandidateSampler | None = None,
-        remove_accidental_hits: bool = False,
-        bias: bool = True,
-        num_shards: int = 1,
-        partition_strategy: PartitionStrategy = "mod",
-        sparse_grad: bool = False,
-        reduction: Reduction = "mean",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        per_example_negatives: bool = False,
-    ) -> None:
-        super().__init__(
-            num_classes, embedding_dim, num_sampled, num_true=num_true, sampler=sampler,
-            remove_accidental_hits=remove_accidental_hits, bias=bias, num_shards=num_shards,
-            partition_strategy=partition_strategy, sparse_grad=sparse_grad,
-            reduction=reduction, device=device, dtype=dtype,
-            per_example_negatives=per_example_negatives,
-        )
-
-    def _sampled_loss(
-        self, inputs: torch.Tensor, labels: torch.Tensor, sampled_values: Any
-    ) -> torch.Tensor:
-        return nce_loss(
-            self._weights(), self._biases(), labels, inputs, self.num_sampled, self.num_classes,
-            self.num_true, sampled_values=sampled_values,
-            remove_accidental_hits=self.remove_accidental_hits,
-            partition_strategy=self.partition_strategy,
-            sparse_grad=self.sparse_grad,
-        )
-
-    def _full_loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return nce_eval_loss(self._weights(), self._biases(), labels, inputs, self.num_classes,
-                             self.num_true, self.partition_strategy)
+    spec = NCE
 
 
 @final
+@fill_args
 class SampledSoftmaxLoss(OutputLayer):
     """An output layer trained with sampled softmax, evaluated with the exact full softmax.
 
@@ -147,24 +104,22 @@ class SampledSoftmaxLoss(OutputLayer):
             - \\frac{1}{T} \\sum_{t=1}^{T} \\ell_{i y_{it}}
 
     Args:
-        num_classes: C.
-        embedding_dim: D, the width of ``inputs``.
+        num_classes: {layer_num_classes}
+        embedding_dim: {embedding_dim}
         num_sampled: S, candidates drawn per batch (shared by its rows) or per row.
-        num_true: T, true classes per example.
+        num_true: {layer_num_true}
         sampler: a :class:`torchnce.CandidateSampler` over ``[0, C)``; None builds
             ``LogUniformSampler(num_classes)``. Samples are drawn with ``unique=True``.
-        remove_accidental_hits: drop sampled candidates equal to a true class (default True,
-            as TensorFlow's ``sampled_softmax_loss``).
+        remove_accidental_hits: drop sampled candidates equal to a true class; None (the
+            default) means True, as TensorFlow's ``sampled_softmax_loss``.
         bias: learn a bias per class (initialised to zero).
-        num_shards: P, split ``weight`` and ``bias`` into a ``ParameterList`` of P shards.
-        partition_strategy: ``"mod"`` or ``"div"``, the shard layout.
-        sparse_grad: sparse gradients for the sampled loss (the full loss is always dense).
-        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the batch.
-        device: where to create the parameters.
-        dtype: their floating dtype.
-        per_example_negatives: draw ``S`` unique candidates for every row independently
-            (each row as the sampler's unique draw for that row alone) instead of once per
-            batch.
+        num_shards: {num_shards}
+        partition_strategy: {layer_partition_strategy}
+        sparse_grad: {layer_sparse_grad}
+        reduction: {reduction}
+        device: {device}
+        dtype: {dtype}
+        per_example_negatives: {layer_per_example_negatives}
 
     Raises:
         TypeError, ValueError: as :class:`NCELoss`.
@@ -185,51 +140,11 @@ class SampledSoftmaxLoss(OutputLayer):
         (torch.Size([4]), torch.Size([4]))
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        embedding_dim: int,
-        num_sampled: int,
-        *,
-        num_true: int = 1,
-        sampler: CandidateSampler | None = None,
-        remove_accidental_hits: bool = True,
-        bias: bool = True,
-        num_shards: int = 1,
-        partition_strategy: PartitionStrategy = "mod",
-        sparse_grad: bool = False,
-        reduction: Reduction = "mean",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        per_example_negatives: bool = False,
-    ) -> None:
-        super().__init__(
-            num_classes, embedding_dim, num_sampled, num_true=num_true, sampler=sampler,
-            remove_accidental_hits=remove_accidental_hits, bias=bias, num_shards=num_shards,
-            partition_strategy=partition_strategy, sparse_grad=sparse_grad,
-            reduction=reduction, device=device, dtype=dtype,
-            per_example_negatives=per_example_negatives,
-        )
-
-    def _sampled_loss(
-        self, inputs: torch.Tensor, labels: torch.Tensor, sampled_values: Any
-    ) -> torch.Tensor:
-        return sampled_softmax_loss(
-            self._weights(), self._biases(), labels, inputs, self.num_sampled, self.num_classes,
-            self.num_true, sampled_values=sampled_values,
-            remove_accidental_hits=self.remove_accidental_hits,
-            partition_strategy=self.partition_strategy,
-            sparse_grad=self.sparse_grad,
-        )
-
-    def _full_loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return sampled_softmax_eval_loss(
-            self._weights(), self._biases(), labels, inputs, self.num_classes, self.num_true,
-            self.partition_strategy,
-        )
+    spec = SAMPLED_SOFTMAX
 
 
 @final
+@fill_args
 class NegativeSamplingLoss(OutputLayer):
     """An output layer trained with word2vec's negative sampling, evaluated exactly.
 
@@ -247,23 +162,23 @@ class NegativeSamplingLoss(OutputLayer):
     :func:`torchnce.negative_sampling_loss`).
 
     Args:
-        num_classes: C.
-        embedding_dim: D, the width of ``inputs``.
+        num_classes: {layer_num_classes}
+        embedding_dim: {embedding_dim}
         num_sampled: S (word2vec's ``k``), candidates drawn per batch or per row.
-        num_true: T, true classes per example.
+        num_true: {layer_num_true}
         sampler: a :class:`torchnce.CandidateSampler` over ``[0, C)``; None builds
             ``LogUniformSampler(num_classes)``; word2vec uses
             ``FixedUnigramSampler(C, unigrams=counts, distortion=0.75)``.
-        remove_accidental_hits: drop sampled candidates equal to a true class (default False).
+        remove_accidental_hits: drop sampled candidates equal to a true class; None (the
+            default) means False.
         bias: learn a bias per class (word2vec has none).
-        num_shards: P, split ``weight`` and ``bias`` into a ``ParameterList`` of P shards.
-        partition_strategy: ``"mod"`` or ``"div"``, the shard layout.
-        sparse_grad: sparse gradients for the sampled loss (the full loss is always dense).
-        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the batch.
-        device: where to create the parameters.
-        dtype: their floating dtype.
-        per_example_negatives: draw ``S`` unique candidates for every row independently
-            (the word2vec way) instead of once per batch.
+        num_shards: {num_shards}
+        partition_strategy: {layer_partition_strategy}
+        sparse_grad: {layer_sparse_grad}
+        reduction: {reduction}
+        device: {device}
+        dtype: {dtype}
+        per_example_negatives: {layer_per_example_negatives}
 
     Raises:
         TypeError, ValueError: as :class:`NCELoss`.
@@ -278,43 +193,5 @@ class NegativeSamplingLoss(OutputLayer):
         (torch.Size([]), torch.Size([]))
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        embedding_dim: int,
-        num_sampled: int,
-        *,
-        num_true: int = 1,
-        sampler: CandidateSampler | None = None,
-        remove_accidental_hits: bool = False,
-        bias: bool = True,
-        num_shards: int = 1,
-        partition_strategy: PartitionStrategy = "mod",
-        sparse_grad: bool = False,
-        reduction: Reduction = "mean",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        per_example_negatives: bool = False,
-    ) -> None:
-        super().__init__(
-            num_classes, embedding_dim, num_sampled, num_true=num_true, sampler=sampler,
-            remove_accidental_hits=remove_accidental_hits, bias=bias, num_shards=num_shards,
-            partition_strategy=partition_strategy, sparse_grad=sparse_grad,
-            reduction=reduction, device=device, dtype=dtype,
-            per_example_negatives=per_example_negatives,
-        )
+    spec = NEGATIVE_SAMPLING
 
-    def _sampled_loss(
-        self, inputs: torch.Tensor, labels: torch.Tensor, sampled_values: Any
-    ) -> torch.Tensor:
-        return negative_sampling_loss(
-            self._weights(), self._biases(), labels, inputs, self.num_sampled, self.num_classes,
-            self.num_true, sampled_values=sampled_values,
-            remove_accidental_hits=self.remove_accidental_hits,
-            partition_strategy=self.partition_strategy,
-            sparse_grad=self.sparse_grad,
-        )
-
-    def _full_loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return nce_eval_loss(self._weights(), self._biases(), labels, inputs, self.num_classes,
-                             self.num_true, self.partition_strategy)

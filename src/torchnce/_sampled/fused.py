@@ -14,21 +14,21 @@ buffers of a :class:`Workspace`.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from torchnce._common.labels import true_targets
 from torchnce._common.lookup import lookup, sparse_rows
-from torchnce._sampled.logits import all_ids_of, compose_logits, log_q_of, work_dtype
-from torchnce._sampled.problem import Problem
-
-Kind = Literal["nce", "softmax"]
+from torchnce._common.types import LossKind
+from torchnce._sampled.logits import all_ids, compose_logits, log_q, work_dtype
+from torchnce._sampled.problem import Classes, Problem
+from torchnce._sampled.spec import LossSpec
 
 
 def row_losses(
-    logits: torch.Tensor, num_true: int, kind: Kind, targets: torch.Tensor | None = None
+    logits: torch.Tensor, num_true: int, kind: LossKind, targets: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row loss ``[B]`` and its gradient ``[B, T + S]`` for targets ``z`` on the first T
     columns (``1/T`` when ``targets`` is None, else ``targets`` ``[B, T]``) and 0 elsewhere
@@ -43,7 +43,7 @@ def row_losses(
         true_part = logits[:, 0]
     else:
         true_part = (logits[:, :num_true] * z).sum(dim=1)
-    if kind == "nce":
+    if kind == "sigmoid":
         loss = F.logsigmoid(-logits).sum(dim=1).neg_().sub_(true_part)
         grad = torch.sigmoid(logits)
     else:
@@ -139,28 +139,60 @@ def _example_grads(
     return grad_x, grad_rows, grad_bias_rows
 
 
+class FusedPlan(NamedTuple):
+    """Everything the fused node takes besides the tensors it differentiates.
+
+    Attributes:
+        w_ids: ids of the rows of ``weight`` to gather, or None when ``weight`` holds the
+            looked-up rows already (shards, or rows fetched from other ranks).
+        b_ids: the same for ``bias``.
+        log_q: ``(log Q(true), log Q(sampled))`` to subtract, or None.
+        hits: bool ``[B, S]`` accidental hits to remove, or None.
+        label_mask: bool ``[B, T]`` real labels, or None.
+        num_true: T.
+        width: ``T + S`` for per-example candidates (rows ``[B, T + S, D]``), None for shared
+            ones (rows ``[B·T + S, D]``).
+        kind: the cross entropy, ``"sigmoid"`` or ``"softmax"``.
+        sparse: whether the table gradients are sparse.
+    """
+
+    w_ids: torch.Tensor | None
+    b_ids: torch.Tensor | None
+    log_q: tuple[torch.Tensor, torch.Tensor] | None
+    hits: torch.Tensor | None
+    label_mask: torch.Tensor | None
+    num_true: int
+    width: int | None
+    kind: LossKind
+    sparse: bool
+
+
 def _forward(
     inputs: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
-    w_ids: torch.Tensor | None,
-    b_ids: torch.Tensor | None,
-    log_q: tuple[torch.Tensor, torch.Tensor] | None,
-    hits: torch.Tensor | None,
-    label_mask: torch.Tensor | None,
-    shape: tuple[int, int | None],
+    plan: FusedPlan,
     workspace: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gather and logits in the work dtype: ``(x, rows, logits)``; ``rows`` is ``[B, T + S, D]``
     per-example, else ``[B·T + S, D]``."""
-    work, (num_true, width) = work_dtype(inputs.dtype), shape
-    x, rows = inputs.to(work), _gather(weight, w_ids, work, workspace)
-    bias_rows = None if bias is None else _gather(bias, b_ids, work)
-    if width is not None:  # per-example: [B, T + S] classes
-        rows = rows.view(x.shape[0], width, x.shape[1])
-        bias_rows = None if bias_rows is None else bias_rows.view(x.shape[0], width)
-    log_q_work = None if log_q is None else (log_q[0].to(work), log_q[1].to(work))
-    return x, rows, compose_logits(x, rows, bias_rows, log_q_work, hits, num_true, label_mask)
+    work = work_dtype(inputs.dtype)
+    x, rows = inputs.to(work), _gather(weight, plan.w_ids, work, workspace)
+    bias_rows = None if bias is None else _gather(bias, plan.b_ids, work)
+    if plan.width is not None:  # per-example: [B, T + S] classes
+        rows = rows.view(x.shape[0], plan.width, x.shape[1])
+        bias_rows = None if bias_rows is None else bias_rows.view(x.shape[0], plan.width)
+    log_q_work = None if plan.log_q is None else (plan.log_q[0].to(work), plan.log_q[1].to(work))
+    logits = compose_logits(x, rows, bias_rows, log_q_work, plan.hits, plan.num_true,
+                            plan.label_mask)
+    return x, rows, logits
+
+
+def _loss_and_grad(plan: FusedPlan, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row losses and ``dL/dlogits`` with the plan's targets."""
+    mask = plan.label_mask
+    targets = None if mask is None else true_targets(mask, logits.dtype)
+    return row_losses(logits, plan.num_true, plan.kind, targets)
 
 
 def _grads(
@@ -176,25 +208,13 @@ def _grads(
 class _FusedSampledLoss(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any,
-        inputs: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        w_ids: torch.Tensor | None,
-        b_ids: torch.Tensor | None,
-        log_q: tuple[torch.Tensor, torch.Tensor] | None,
-        hits: torch.Tensor | None,
-        label_mask: torch.Tensor | None,
-        shape: tuple[int, int | None],
-        kind: Kind,
-        sparse: bool,
+        ctx: Any, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+        plan: FusedPlan,
     ) -> torch.Tensor:
-        x, rows, logits = _forward(inputs, weight, bias, w_ids, b_ids, log_q, hits, label_mask,
-                                   shape)
-        targets = None if label_mask is None else true_targets(label_mask, x.dtype)
-        loss, dlogits = row_losses(logits, shape[0], kind, targets)
-        ctx.save_for_backward(x, rows, dlogits, w_ids, b_ids, weight, bias)
-        ctx.num_true, ctx.sparse = shape[0], sparse
+        x, rows, logits = _forward(inputs, weight, bias, plan)
+        loss, dlogits = _loss_and_grad(plan, logits)
+        ctx.save_for_backward(x, rows, dlogits, plan.w_ids, plan.b_ids, weight, bias)
+        ctx.num_true, ctx.sparse = plan.num_true, plan.sparse
         return loss.to(inputs.dtype)
 
     @staticmethod
@@ -208,7 +228,16 @@ class _FusedSampledLoss(torch.autograd.Function):
         grad_b = None
         if grad_bias_rows is not None:
             grad_b = _table_grad(grad_bias_rows, b_ids, bias, ctx.sparse)
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None
+
+
+def fused_loss(
+    inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: FusedPlan
+) -> torch.Tensor:
+    """Per-example loss ``[B]`` of the fused node: one autograd node for gather, logits and
+    loss, with the analytic backward."""
+    loss: torch.Tensor = _FusedSampledLoss.apply(inputs, weight, bias, plan)  # type: ignore[no-untyped-call]
+    return loss
 
 
 def _table_input(
@@ -222,31 +251,25 @@ def _table_input(
     return rows, None
 
 
-def _shape(problem: Problem) -> tuple[int, int | None]:
-    """``(T, T + S)`` for per-example candidates, ``(T, None)`` for shared ones."""
-    num_true = problem.labels.shape[1]
-    if not problem.per_example:
-        return num_true, None
-    return num_true, num_true + problem.sampled.shape[1]
+def _width(classes: Classes) -> int | None:
+    """``T + S`` for per-example candidates, None for shared ones."""
+    return classes.num_true + classes.sampled.shape[1] if classes.per_example else None
 
 
-def fused_sampled_loss(
-    problem: Problem, kind: Kind, *, subtract_log_q: bool = True
-) -> torch.Tensor:
-    """Per-example sampled loss of a validated problem, ``[B]``."""
-    ids = all_ids_of(problem)
+def fused_sampled_loss(problem: Problem, spec: LossSpec) -> torch.Tensor:
+    """Per-example sampled loss ``spec`` of a validated problem, ``[B]``."""
+    classes = problem.classes
+    ids = all_ids(classes)
     weight, w_ids = _table_input(problem, problem.weights, ids)
     bias, b_ids = None, None
     if problem.biases is not None:
         # dynamo cannot trace an autograd.Function given one tensor twice: a copy when compiling
         b_ids_in = ids.clone() if torch.compiler.is_compiling() else ids
         bias, b_ids = _table_input(problem, problem.biases, b_ids_in)
-    loss: torch.Tensor = _FusedSampledLoss.apply(  # type: ignore[no-untyped-call]
-        problem.inputs, weight, bias, w_ids, b_ids,
-        log_q_of(problem) if subtract_log_q else None, problem.hits, problem.label_mask,
-        _shape(problem), kind, problem.sparse_grad,
-    )
-    return loss
+    log_qs = log_q(classes, problem.inputs.dtype) if spec.subtract_log_q else None
+    plan = FusedPlan(w_ids, b_ids, log_qs, classes.hits, classes.label_mask, classes.num_true,
+                     _width(classes), spec.kind, problem.sparse_grad)
+    return fused_loss(problem.inputs, weight, bias, plan)
 
 
 class LossGrads(NamedTuple):
@@ -264,30 +287,25 @@ class LossGrads(NamedTuple):
 
 
 def sampled_loss_grads(
-    problem: Problem, kind: Kind, *, subtract_log_q: bool = True, scale: float = 1.0,
-    workspace: Workspace | None = None,
+    inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, classes: Classes,
+    spec: LossSpec, *, scale: float = 1.0, workspace: Workspace | None = None,
 ) -> LossGrads:
-    """The per-example loss of :func:`fused_sampled_loss` and ``scale`` times its gradients,
-    computed by the same code as the autograd node's forward and backward, for callers that
-    apply sparse updates themselves (word2vec's SGD with ``scale = -lr``): no graph, no
-    sparse tensor, about 0.2 ms less per call on CPU. With a ``workspace`` the returned
-    ``rows`` live in its buffers until the next call.
+    """The per-example loss of :func:`fused_sampled_loss` on one unsharded table and ``scale``
+    times its gradients, computed by the same code as the autograd node's forward and
+    backward, for callers that apply sparse updates themselves (word2vec's SGD with
+    ``scale = -lr``): no graph, no sparse tensor, about 0.2 ms less per call on CPU. With a
+    ``workspace`` the returned ``rows`` live in its buffers until the next call.
     """
-    if len(problem.weights) != 1 or (problem.biases is not None and len(problem.biases) != 1):
-        raise ValueError("weights and biases must each be one unsharded table for "
-                         f"sampled_loss_grads, got {len(problem.weights)} weight shards")
-    ids = all_ids_of(problem)
-    weight, bias = problem.weights[0], None if problem.biases is None else problem.biases[0]
+    ids = all_ids(classes)
+    log_qs = log_q(classes, inputs.dtype) if spec.subtract_log_q else None
+    plan = FusedPlan(ids, ids, log_qs, classes.hits, classes.label_mask, classes.num_true,
+                     _width(classes), spec.kind, False)
     with torch.no_grad():
-        x, rows, logits = _forward(problem.inputs, weight, bias, ids, ids,
-                                   log_q_of(problem) if subtract_log_q else None, problem.hits,
-                                   problem.label_mask, _shape(problem), workspace)
-        targets = None if problem.label_mask is None else true_targets(problem.label_mask,
-                                                                       x.dtype)
-        loss, g = row_losses(logits, problem.labels.shape[1], kind, targets)
-        grad_x, grad_rows, grad_bias = _grads(g.mul_(scale), x, rows, problem.labels.shape[1],
+        x, rows, logits = _forward(inputs, weight, bias, plan, workspace)
+        loss, g = _loss_and_grad(plan, logits)
+        grad_x, grad_rows, grad_bias = _grads(g.mul_(scale), x, rows, plan.num_true,
                                               (True, True, bias is not None), workspace)
     assert grad_x is not None and grad_rows is not None  # both were asked for
-    return LossGrads(loss.to(problem.inputs.dtype), grad_x.to(problem.inputs.dtype), ids,
+    return LossGrads(loss.to(inputs.dtype), grad_x.to(inputs.dtype), ids,
                      grad_rows.to(weight.dtype),
                      None if grad_bias is None else grad_bias.to(weight.dtype))

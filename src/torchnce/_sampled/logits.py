@@ -6,10 +6,12 @@ from typing import Any
 
 import torch
 
+from torchnce._common.docs import fill_args
 from torchnce._common.labels import true_targets
-from torchnce._common.lookup import PartitionStrategy, lookup
+from torchnce._common.lookup import lookup
+from torchnce._common.types import PartitionStrategy
 from torchnce._sampled.hits import FLT_MAX
-from torchnce._sampled.problem import Problem, prepare
+from torchnce._sampled.problem import Classes, Problem, prepare
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -113,57 +115,57 @@ def _shared_logits(
     return true_logits, linear_logits(inputs, sampled_w, sampled_bias)
 
 
-def all_ids_of(problem: Problem) -> torch.Tensor:
+def all_ids(classes: Classes) -> torch.Tensor:
     """The ids looked up once for a step: the flattened true classes, then the candidates;
     per-example, row by row (each row's true classes, then its candidates)."""
-    if problem.per_example:
-        return torch.cat([problem.labels, problem.sampled], dim=1).reshape(-1)
-    return torch.cat([problem.labels.reshape(-1), problem.sampled])
+    if classes.per_example:
+        return torch.cat([classes.labels, classes.sampled], dim=1).reshape(-1)
+    return torch.cat([classes.labels.reshape(-1), classes.sampled])
 
 
-def per_row(problem: Problem, looked_up: torch.Tensor) -> torch.Tensor:
-    """Per-example, the rows or biases of :func:`all_ids_of` as ``[B, T + S, ...]``."""
-    if not problem.per_example:
+def per_row(classes: Classes, looked_up: torch.Tensor) -> torch.Tensor:
+    """Per-example, the rows or biases of :func:`all_ids` as ``[B, T + S, ...]``."""
+    if not classes.per_example:
         return looked_up
-    batch, width = problem.labels.shape[0], problem.labels.shape[1] + problem.sampled.shape[1]
+    batch, width = classes.labels.shape[0], classes.num_true + classes.sampled.shape[1]
     return looked_up.view(batch, width, *looked_up.shape[1:])
 
 
-def log_q_of(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log Q(true), log Q(sampled))`` in the compute dtype."""
-    return problem.true_count.log(), problem.sampled_count.log()
+def log_q(classes: Classes, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log Q(true), log Q(sampled))``: the expected counts cast to ``dtype`` (that of the
+    inputs, as TensorFlow casts them), then their logs."""
+    return classes.true_count.to(dtype).log(), classes.sampled_count.to(dtype).log()
 
 
 def logits_of(problem: Problem, *, subtract_log_q: bool) -> torch.Tensor:
     """``[B, T + S]`` logits of the true classes, then the sampled ones, with autograd."""
-    ids, dtype = all_ids_of(problem), problem.inputs.dtype
-    lookup_args = (ids, problem.num_classes, problem.partition_strategy)
+    classes, dtype = problem.classes, problem.inputs.dtype
+    lookup_args = (all_ids(classes), problem.num_classes, problem.partition_strategy)
     rows = lookup(problem.weights, *lookup_args, sparse_grad=problem.sparse_grad).to(dtype)
     bias_rows = None
     if problem.biases is not None:
         bias_rows = lookup(problem.biases, *lookup_args, sparse_grad=problem.sparse_grad)
-        bias_rows = bias_rows.to(dtype)
-    log_q = log_q_of(problem) if subtract_log_q else None
-    rows = per_row(problem, rows)
-    bias_rows = None if bias_rows is None else per_row(problem, bias_rows)
-    num_true = problem.labels.shape[1]
-    return compose_logits(problem.inputs, rows, bias_rows, log_q, problem.hits, num_true,
-                          problem.label_mask)
+        bias_rows = per_row(classes, bias_rows.to(dtype))
+    log_qs = log_q(classes, dtype) if subtract_log_q else None
+    return compose_logits(problem.inputs, per_row(classes, rows), bias_rows, log_qs,
+                          classes.hits, classes.num_true, classes.label_mask)
 
 
 def targets_of(problem: Problem) -> torch.Tensor:
     """``[B, T + S]`` targets: ``1/T`` for each true column (``1/n_b`` on a row's ``n_b``
     real labels and 0 on padding), 0 for each sampled one."""
-    batch, num_true = problem.labels.shape
+    classes = problem.classes
+    batch, num_true = classes.labels.shape
     dtype, device = problem.inputs.dtype, problem.inputs.device
-    if problem.label_mask is None:
+    if classes.label_mask is None:
         true = torch.full((batch, num_true), 1.0 / num_true, dtype=dtype, device=device)
     else:
-        true = true_targets(problem.label_mask, dtype)
-    sampled = torch.zeros(batch, problem.sampled.shape[-1], dtype=dtype, device=device)
+        true = true_targets(classes.label_mask, dtype)
+    sampled = torch.zeros(batch, classes.sampled.shape[-1], dtype=dtype, device=device)
     return torch.cat([true, sampled], dim=1)
 
 
+@fill_args
 def compute_sampled_logits(
     weights: torch.Tensor | list[torch.Tensor],
     biases: torch.Tensor | list[torch.Tensor] | None,
@@ -200,34 +202,25 @@ def compute_sampled_logits(
     terms are dropped when ``subtract_log_q`` is False.
 
     Args:
-        weights: ``[C, D]`` tensor or a Python list of shards laid out by ``partition_strategy``.
-        biases: ``[C]`` tensor or list of shards; None for no bias (a PyTorch extension).
-        labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), ids in ``[0, C)``; or
-            ragged: a Python list of B 1-D integer tensors, row ``b`` holding its ``n_b``
-            labels (then T is the longest row and ``num_true`` is ignored).
-        inputs: ``[B, D]`` floating; its dtype is the compute dtype.
+        weights: {weights}
+        biases: {biases}
+        labels: {labels}
+        inputs: {inputs}
         num_sampled: S, the number of candidates drawn by the default sampler.
-        num_classes: C.
-        num_true: T.
-        sampled_values: ``(sampled_candidates [S], true_expected_count [B, T],
-            sampled_expected_count [S])`` as tensors, lists or arrays; None draws
-            ``log_uniform_candidate_sampler(labels, T, S, unique=True, range_max=C)``.
-            Candidates ``[B, S]`` (counts broadcastable to ``[B, T]`` and ``[B, S]``) are
-            per-example negatives: row ``i`` is scored against its own ``S`` candidates.
+        num_classes: {num_classes}
+        num_true: {num_true}
+        sampled_values: {sampled_values}
         subtract_log_q: subtract the log expected counts (True for NCE and sampled softmax).
         remove_accidental_hits: give the sampled candidates equal to a row's true class the
             logit -FLT_MAX (last duplicate only, as TensorFlow).
-        partition_strategy: ``"mod"`` or ``"div"``, the shard layout of weights and biases.
-        name: accepted for TensorFlow compatibility and ignored.
-        seed: seed of the default sampler; the same seed draws the same candidates.
-        generator: a ``torch.Generator`` for the default sampler (exclusive with ``seed``).
-        sparse_grad: give weights and biases sparse gradients over the looked-up rows only.
-        per_example_negatives: the default sampler draws ``S`` unique candidates for every
-            row independently, each row as TensorFlow's sampler would for that row alone.
-        label_mask: bool ``[B, T]``, True on the real labels of padded ``labels``: row ``b``
-            is computed as if alone with its ``n_b`` real labels (targets ``1/n_b``).
-        padding_id: the id marking padding in ``labels`` (any int, e.g. -1); exclusive with
-            ``label_mask``.
+        partition_strategy: {partition_strategy}
+        name: {name}
+        seed: {seed}
+        generator: {generator}
+        sparse_grad: {sparse_grad}
+        per_example_negatives: {per_example_negatives}
+        label_mask: {label_mask}
+        padding_id: {padding_id}
 
     Returns:
         ``(logits, targets)``, both ``[B, T + S]`` in the dtype of ``inputs``. A padded

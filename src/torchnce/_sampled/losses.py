@@ -6,11 +6,14 @@ from typing import Any
 
 import torch
 
-from torchnce._common.lookup import PartitionStrategy
+from torchnce._common.docs import fill_args
+from torchnce._common.types import PartitionStrategy
 from torchnce._sampled.fused import fused_sampled_loss
 from torchnce._sampled.problem import prepare
+from torchnce._sampled.spec import NCE, NEGATIVE_SAMPLING, SAMPLED_SOFTMAX
 
 
+@fill_args
 def nce_loss(
     weights: torch.Tensor | list[torch.Tensor],
     biases: torch.Tensor | list[torch.Tensor] | None,
@@ -44,33 +47,24 @@ def nce_loss(
     The result is per example; reduce it yourself (TensorFlow's word2vec takes the mean).
 
     Args:
-        weights: ``[C, D]`` tensor or a Python list of shards laid out by ``partition_strategy``.
+        weights: {weights}
         biases: ``[C]`` tensor or list of shards; None for no bias (a PyTorch extension).
-        labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), or ragged: a Python
-            list of B 1-D integer tensors, row ``b`` holding its ``n_b`` labels (then T is the
-            longest row and ``num_true`` is ignored).
-        inputs: ``[B, D]`` floating.
+        labels: {labels}
+        inputs: {inputs}
         num_sampled: S, candidates drawn once for the whole batch (or for every row).
-        num_classes: C.
-        num_true: T.
-        sampled_values: a ``(sampled_candidates, true_expected_count, sampled_expected_count)``
-            triple; None uses ``log_uniform_candidate_sampler`` with ``unique=True``.
-            Candidates ``[B, S]`` (counts broadcastable to ``[B, T]`` and ``[B, S]``) are
-            per-example negatives: row ``i`` is scored against its own ``S`` candidates.
+        num_classes: {num_classes}
+        num_true: {num_true}
+        sampled_values: {sampled_values}
         remove_accidental_hits: drop sampled candidates equal to a true class ("sampled
             logistic" rather than NCE, in TensorFlow's words).
-        partition_strategy: ``"mod"`` or ``"div"``.
-        name: accepted for TensorFlow compatibility and ignored.
+        partition_strategy: {partition_strategy}
+        name: {name}
         seed: seed of the default sampler (TensorFlow's v1 nce_loss has no seed argument).
-        generator: a ``torch.Generator`` for the default sampler.
-        sparse_grad: sparse gradients for weights and biases (TensorFlow's IndexedSlices);
-            works with ``torch.optim.SGD``, ``Adagrad`` and ``SparseAdam``.
-        per_example_negatives: the default sampler draws ``S`` unique candidates for every
-            row independently, each row as TensorFlow's sampler would for that row alone.
-        label_mask: bool ``[B, T]``, True on the real labels of padded ``labels``: row ``b``
-            is computed as if alone with its ``n_b`` real labels (targets ``1/n_b``).
-        padding_id: the id marking padding in ``labels`` (any int, e.g. -1); exclusive with
-            ``label_mask``.
+        generator: {generator}
+        sparse_grad: {sparse_grad}
+        per_example_negatives: {per_example_negatives}
+        label_mask: {label_mask}
+        padding_id: {padding_id}
 
     Returns:
         ``[B]`` losses in the dtype of ``inputs``.
@@ -105,9 +99,10 @@ def nce_loss(
                       seed=seed, generator=generator, sparse_grad=sparse_grad,
                       per_example_negatives=per_example_negatives, label_mask=label_mask,
                       padding_id=padding_id)
-    return fused_sampled_loss(problem, "nce")
+    return fused_sampled_loss(problem, NCE)
 
 
+@fill_args
 def sampled_softmax_loss(
     weights: torch.Tensor | list[torch.Tensor],
     biases: torch.Tensor | list[torch.Tensor] | None,
@@ -137,31 +132,23 @@ def sampled_softmax_loss(
         L_i = -\\sum_{j=1}^{T+S} z_{ij} \\log \\frac{e^{\\ell_{ij}}}{\\sum_k e^{\\ell_{ik}}}
 
     Args:
-        weights: ``[C, D]`` tensor or a Python list of shards laid out by ``partition_strategy``.
+        weights: {weights}
         biases: ``[C]`` tensor or list of shards; None for no bias (a PyTorch extension).
-        labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), or ragged: a Python
-            list of B 1-D integer tensors, row ``b`` holding its ``n_b`` labels (then T is the
-            longest row and ``num_true`` is ignored).
-        inputs: ``[B, D]`` floating.
+        labels: {labels}
+        inputs: {inputs}
         num_sampled: S, candidates drawn once for the whole batch (or for every row).
-        num_classes: C.
-        num_true: T.
-        sampled_values: a ``(sampled_candidates, true_expected_count, sampled_expected_count)``
-            triple; None uses ``log_uniform_candidate_sampler`` with ``unique=True``.
-            Candidates ``[B, S]`` (counts broadcastable to ``[B, T]`` and ``[B, S]``) are
-            per-example negatives: row ``i`` is scored against its own ``S`` candidates.
+        num_classes: {num_classes}
+        num_true: {num_true}
+        sampled_values: {sampled_values}
         remove_accidental_hits: drop sampled candidates equal to a true class (default True).
-        partition_strategy: ``"mod"`` or ``"div"``.
-        name: accepted for TensorFlow compatibility and ignored.
+        partition_strategy: {partition_strategy}
+        name: {name}
         seed: seed of the default sampler; the same seed draws the same candidates.
-        generator: a ``torch.Generator`` for the default sampler.
-        sparse_grad: sparse gradients for weights and biases (TensorFlow's IndexedSlices).
-        per_example_negatives: the default sampler draws ``S`` unique candidates for every
-            row independently, each row as TensorFlow's sampler would for that row alone.
-        label_mask: bool ``[B, T]``, True on the real labels of padded ``labels``: row ``b``
-            is computed as if alone with its ``n_b`` real labels (targets ``1/n_b``).
-        padding_id: the id marking padding in ``labels`` (any int, e.g. -1); exclusive with
-            ``label_mask``.
+        generator: {generator}
+        sparse_grad: {sparse_grad}
+        per_example_negatives: {per_example_negatives}
+        label_mask: {label_mask}
+        padding_id: {padding_id}
 
     Returns:
         ``[B]`` losses in the dtype of ``inputs``.
@@ -194,9 +181,10 @@ def sampled_softmax_loss(
                       seed=seed, generator=generator, sparse_grad=sparse_grad,
                       per_example_negatives=per_example_negatives, label_mask=label_mask,
                       padding_id=padding_id)
-    return fused_sampled_loss(problem, "softmax")
+    return fused_sampled_loss(problem, SAMPLED_SOFTMAX)
 
 
+@fill_args
 def negative_sampling_loss(
     weights: torch.Tensor | list[torch.Tensor],
     biases: torch.Tensor | list[torch.Tensor] | None,
@@ -240,30 +228,23 @@ def negative_sampling_loss(
     counts are not used (they are still validated, and drawn by the default sampler).
 
     Args:
-        weights: ``[C, D]`` tensor or a Python list of shards laid out by ``partition_strategy``.
+        weights: {weights}
         biases: ``[C]`` tensor or list of shards; None for no bias (word2vec has none).
-        labels: integer ``[B, T]`` (or ``[B]`` when ``num_true`` is 1), or ragged: a Python
-            list of B 1-D integer tensors, row ``b`` holding its ``n_b`` labels (then T is the
-            longest row and ``num_true`` is ignored).
-        inputs: ``[B, D]`` floating.
+        labels: {labels}
+        inputs: {inputs}
         num_sampled: S (word2vec's ``k``), candidates drawn for the batch (or for every row).
-        num_classes: C.
-        num_true: T.
-        sampled_values: a ``(sampled_candidates, true_expected_count, sampled_expected_count)``
-            triple, candidates ``[S]`` or per-example ``[B, S]``; None uses the log-uniform
-            unique sampler, like :func:`nce_loss`.
+        num_classes: {num_classes}
+        num_true: {num_true}
+        sampled_values: {sampled_values}
         remove_accidental_hits: drop sampled candidates equal to a true class.
-        partition_strategy: ``"mod"`` or ``"div"``.
-        name: ignored.
+        partition_strategy: {partition_strategy}
+        name: {name}
         seed: seed of the default sampler.
-        generator: a ``torch.Generator`` for the default sampler.
-        sparse_grad: sparse gradients for weights and biases.
-        per_example_negatives: the default sampler draws ``S`` unique candidates for every
-            row independently (the word2vec way).
-        label_mask: bool ``[B, T]``, True on the real labels of padded ``labels``: row ``b``
-            is computed as if alone with its ``n_b`` real labels (targets ``1/n_b``).
-        padding_id: the id marking padding in ``labels`` (any int, e.g. -1); exclusive with
-            ``label_mask``.
+        generator: {generator}
+        sparse_grad: {sparse_grad}
+        per_example_negatives: {per_example_negatives}
+        label_mask: {label_mask}
+        padding_id: {padding_id}
 
     Returns:
         ``[B]`` losses in the dtype of ``inputs``.
@@ -298,4 +279,4 @@ def negative_sampling_loss(
                       seed=seed, generator=generator, sparse_grad=sparse_grad,
                       per_example_negatives=per_example_negatives, label_mask=label_mask,
                       padding_id=padding_id)
-    return fused_sampled_loss(problem, "nce", subtract_log_q=False)
+    return fused_sampled_loss(problem, NEGATIVE_SAMPLING)

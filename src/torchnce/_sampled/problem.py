@@ -1,13 +1,16 @@
-"""Validation of a sampled-loss call: turns the TensorFlow-style arguments into a ``Problem``.
+"""Validation of a sampled-loss call: the TensorFlow-style arguments become a ``Problem``.
 
-Every public sampled-loss function funnels its arguments through :func:`prepare`, so each
-check and each error message exists once.
+A ``Problem`` is the validated call: the inputs, the tables, and the ``Classes`` (labels,
+candidates, expected counts, hits). The public functions build it with :func:`prepare`; the
+modules build it from the pieces here, from what they already checked (one range check of the
+ids per call, over the labels and any given candidates together). The library's own samples are
+trusted, never re-checked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,17 +18,64 @@ import torch
 from torchnce._common.checks import (
     as_float_tensor,
     as_int_tensor,
+    check_all_in_range,
     check_bool,
     check_choice,
-    check_ids_in_range,
     check_int,
+    range_too_small,
 )
-from torchnce._common.labels import hit_labels, true_labels
-from torchnce._common.lookup import STRATEGIES, as_shards, check_layout
+from torchnce._common.labels import TrueLabels, hit_labels, true_labels
+from torchnce._common.lookup import as_shards, check_layout
+from torchnce._common.types import STRATEGIES
 from torchnce._sampled.hits import hit_mask
 from torchnce._sampling.closed_form import log_uniform_values
 from torchnce._sampling.draw import resolve_generator
 from torchnce._sampling.per_example import log_uniform_rows
+
+Counts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Classes:
+    """The validated classes of a sampled-loss call.
+
+    Attributes:
+        labels: int64 ``[B, T]``; padded slots hold 0.
+        sampled: int64 ``[S]``, the candidates shared by the batch, or ``[B, S]``, each row's
+            own candidates (per-example negatives).
+        true_count: floating, broadcastable to ``[B, T]``, detached.
+        sampled_count: floating, broadcastable to the shape of ``sampled``, detached.
+        hits: bool ``[B, S]`` accidental hits to remove, or None.
+        label_mask: bool ``[B, T]``, True for a real label; None when every slot is real.
+    """
+
+    labels: torch.Tensor
+    sampled: torch.Tensor
+    true_count: torch.Tensor
+    sampled_count: torch.Tensor
+    hits: torch.Tensor | None = None
+    label_mask: torch.Tensor | None = None
+
+    @property
+    def num_true(self) -> int:
+        return int(self.labels.shape[1])
+
+    @property
+    def per_example(self) -> bool:
+        """Whether every row has its own candidates (``sampled`` is ``[B, S]``)."""
+        return self.sampled.dim() == 2
+
+    def rows(self, part: slice) -> Classes:
+        """Rows ``part`` of per-example classes, with no checks: a slice of checked values is
+        checked (what lets a caller validate a chunk of many batches once). Expected counts
+        that broadcast over the rows stay whole."""
+
+        def cut(t: torch.Tensor) -> torch.Tensor:
+            return t if t.dim() < 2 or t.shape[0] == 1 else t[part]
+
+        return Classes(self.labels[part], self.sampled[part], cut(self.true_count),
+                       cut(self.sampled_count), None if self.hits is None else self.hits[part],
+                       None if self.label_mask is None else self.label_mask[part])
 
 
 @dataclass(frozen=True)
@@ -36,52 +86,42 @@ class Problem:
         inputs: ``[B, D]`` floating, the compute dtype F.
         weights: shards of the ``[C, D]`` output embeddings.
         biases: shards of the ``[C]`` biases, or None for no bias.
-        labels: int64 ``[B, T]``.
-        sampled: int64 ``[S]``, the candidates shared by the batch, or ``[B, S]``, each row's
-            own candidates (per-example negatives).
-        true_count: F, broadcastable to ``[B, T]``, detached.
-        sampled_count: F, broadcastable to the shape of ``sampled``, detached.
-        hits: bool ``[B, S]`` accidental hits to remove, or None.
+        classes: the labels, candidates, expected counts and hits.
         partition_strategy: "mod" or "div".
         sparse_grad: whether weight and bias gradients are sparse.
-        label_mask: bool ``[B, T]``, True for a real label (padded slots of ``labels`` hold
-            0); None when every slot is real.
     """
 
     inputs: torch.Tensor
     weights: list[torch.Tensor]
     biases: list[torch.Tensor] | None
-    labels: torch.Tensor
-    sampled: torch.Tensor
-    true_count: torch.Tensor
-    sampled_count: torch.Tensor
-    hits: torch.Tensor | None
-    partition_strategy: str
-    sparse_grad: bool
-    label_mask: torch.Tensor | None = None
+    classes: Classes
+    partition_strategy: str = "mod"
+    sparse_grad: bool = False
 
     @property
     def num_classes(self) -> int:
         return sum(int(w.shape[0]) for w in self.weights)
 
-    @property
-    def per_example(self) -> bool:
-        """Whether every row has its own candidates (``sampled`` is ``[B, S]``)."""
-        return self.sampled.dim() == 2
 
-
-def _check_inputs(inputs: Any) -> torch.Tensor:
+def check_inputs(inputs: Any, dim: int | None = None) -> torch.Tensor:
+    """``inputs`` as a floating ``[B, D]`` tensor (``D = dim`` when given, a module's width)."""
+    width = "dim" if dim is None else "embedding_dim"
     if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
         got = inputs.dtype if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-        raise TypeError(f"inputs must be a floating tensor [batch_size, dim], got {got}")
-    if inputs.dim() != 2:
+        raise TypeError(f"inputs must be a floating tensor [batch_size, {width}], got {got}")
+    if dim is None and inputs.dim() != 2:
         raise ValueError(f"inputs must be 2-D [batch_size, dim], got shape {tuple(inputs.shape)}")
+    if dim is not None and (inputs.dim() != 2 or inputs.shape[1] != dim):
+        raise ValueError(f"inputs must have shape [batch_size, embedding_dim={dim}], got "
+                         f"{tuple(inputs.shape)}")
     return inputs
 
 
-def _check_table(
+def check_table(
     name: str, table: Any, num_classes: int, strategy: str, inputs: torch.Tensor
 ) -> list[torch.Tensor]:
+    """The shards of ``weights`` or ``biases``: floating, on the device of ``inputs``, laid out
+    by ``strategy``, with ``num_classes`` rows in all."""
     shards = as_shards(name, table, matrix=name == "weights")
     if name == "biases" and shards[0].dim() != 1:
         raise ValueError(f"biases must be 1-D [num_classes], got shape {tuple(shards[0].shape)}")
@@ -96,9 +136,9 @@ def _check_table(
     return shards
 
 
-def _check_sampled_values(
-    values: Any, num_classes: int, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def check_sampled_values(values: Any, labels: torch.Tensor) -> Counts:
+    """The ``(candidates, true counts, sampled counts)`` triple for ``[B, T]`` labels, shapes
+    checked; the candidates' range is checked by the caller, together with the labels."""
     # A tuple or list first: the Sequence ABC check costs microseconds on every call.
     sequence = isinstance(values, (tuple, list)) or (
         isinstance(values, Sequence) and not isinstance(values, str))
@@ -110,15 +150,14 @@ def _check_sampled_values(
     device = labels.device
     sampled = as_int_tensor("sampled_values", values[0], device=device).detach().to(device)
     _check_candidates_shape(sampled, labels.shape[0])
-    check_ids_in_range("sampled_values", sampled, num_classes)
-    true_count = as_float_tensor("sampled_values", values[1], device=device)
-    sampled_count = as_float_tensor("sampled_values", values[2], device=device)
+    true_count = as_float_tensor("sampled_values", values[1], device=device).detach()
+    sampled_count = as_float_tensor("sampled_values", values[2], device=device).detach()
     for what, count, shape in (("true_expected_count", true_count, labels.shape),
                                ("sampled_expected_count", sampled_count, sampled.shape)):
         if not _broadcastable(count, shape):
             raise ValueError(f"sampled_values must hold a {what} broadcastable to "
                              f"{list(shape)}, got shape {tuple(count.shape)}")
-    return sampled, true_count, sampled_count
+    return sampled, true_count.to(device), sampled_count.to(device)
 
 
 def _check_candidates_shape(sampled: torch.Tensor, batch: int) -> None:
@@ -137,25 +176,37 @@ def _broadcastable(count: torch.Tensor, shape: torch.Size) -> bool:
     return all(c in (1, s) for c, s in zip(reversed(count.shape), reversed(shape), strict=False))
 
 
-def _default_sample(
+def default_sample(
     labels: torch.Tensor,
     num_sampled: int,
     num_classes: int,
     per_example: bool,
-    seed: int | None,
     generator: torch.Generator | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> Counts:
     """The log-uniform unique sample, for the batch or for every row (validated labels)."""
     if num_sampled > num_classes:
-        raise ValueError(
-            f"num_sampled must be <= num_classes={num_classes} for the default unique "
-            f"sampler, got {num_sampled} (Sampler's range is too small)"
-        )
+        raise range_too_small(num_sampled,
+                              f"num_classes={num_classes} for the default unique sampler")
     # The labels are validated: call the samplers' cores, not their public functions.
-    gen = resolve_generator(seed, generator, labels.device)
     if per_example:
-        return log_uniform_rows(labels, num_sampled, num_classes, gen)
-    return log_uniform_values(labels, num_sampled, True, num_classes, gen)
+        return log_uniform_rows(labels, num_sampled, num_classes, generator)
+    return log_uniform_values(labels, num_sampled, True, num_classes, generator)
+
+
+def make_classes(
+    true: TrueLabels, values: Counts, num_sampled: int, remove_accidental_hits: bool
+) -> Classes:
+    """``Classes`` from validated labels and candidates; finds the hits to remove."""
+    sampled, true_count, sampled_count = values
+    hits = None
+    if remove_accidental_hits:
+        if sampled.shape[-1] != num_sampled:
+            raise ValueError(
+                f"sampled_values must hold num_sampled={num_sampled} candidates when "
+                f"remove_accidental_hits=True, got {sampled.shape[-1]}")
+        hits = hit_mask(hit_labels(true), sampled)
+    return Classes(true.ids, sampled, true_count.detach(), sampled_count.detach(), hits,
+                   true.mask)
 
 
 def prepare(
@@ -167,65 +218,41 @@ def prepare(
     num_classes: Any,
     num_true: Any,
     sampled_values: Any,
-    remove_accidental_hits: bool,
+    remove_accidental_hits: Any,
     partition_strategy: Any,
     *,
     seed: int | None,
     generator: torch.Generator | None,
-    sparse_grad: bool,
+    sparse_grad: Any,
     per_example_negatives: Any = False,
     label_mask: Any = None,
     padding_id: Any = None,
 ) -> Problem:
     """Validate a sampled-loss call, draw the default sample if needed, and find the hits.
 
-    Reads label and candidate values once to range-check them (one device synchronisation).
+    Reads the ids once to range-check the labels and any given candidates together (one
+    device synchronisation).
     """
     num_sampled = check_int("num_sampled", num_sampled, minimum=1)
     num_classes = check_int("num_classes", num_classes, minimum=1)
     num_true = check_int("num_true", num_true, minimum=1)
     strategy = check_choice("partition_strategy", partition_strategy, STRATEGIES)
+    remove_hits = check_bool("remove_accidental_hits", remove_accidental_hits)
+    sparse = check_bool("sparse_grad", sparse_grad)
     per_example = check_bool("per_example_negatives", per_example_negatives)
-    inputs = _check_inputs(inputs)
-    w = _check_table("weights", weights, num_classes, strategy, inputs)
+    inputs = check_inputs(inputs)
+    w = check_table("weights", weights, num_classes, strategy, inputs)
     if w[0].shape[1] != inputs.shape[1]:
         raise ValueError(f"inputs must have dim = the weights' row width {w[0].shape[1]}, "
                          f"got shape {tuple(inputs.shape)}")
-    b = None if biases is None else _check_table("biases", biases, num_classes, strategy, inputs)
-    true = true_labels(labels, num_true, inputs, num_classes, label_mask=label_mask,
-                       padding_id=padding_id)
-    labels = true.ids
+    b = None if biases is None else check_table("biases", biases, num_classes, strategy, inputs)
+    true = true_labels(labels, num_true, inputs, label_mask=label_mask, padding_id=padding_id)
     if sampled_values is None:
-        sampled, true_count, sampled_count = _default_sample(
-            labels, num_sampled, num_classes, per_example, seed, generator)
+        gen = resolve_generator(seed, generator, inputs.device)
+        check_all_in_range((("labels", true.ids),), num_classes)
+        values = default_sample(true.ids, num_sampled, num_classes, per_example, gen)
     else:
-        sampled, true_count, sampled_count = _check_sampled_values(
-            sampled_values, num_classes, labels)
-    hits = None
-    if remove_accidental_hits:
-        if sampled.shape[-1] != num_sampled:
-            raise ValueError(
-                f"sampled_values must hold num_sampled={num_sampled} candidates when "
-                f"remove_accidental_hits=True, got {sampled.shape[-1]}")
-        hits = hit_mask(hit_labels(true), sampled)
-    return Problem(inputs, w, b, labels, sampled, true_count.detach().to(inputs.dtype),
-                   sampled_count.detach().to(inputs.dtype), hits, strategy, bool(sparse_grad),
-                   true.mask)
-
-
-def problem_rows(problem: Problem, part: slice) -> Problem:
-    """Rows ``part`` of a validated per-example problem.
-
-    No checks: the values were checked once for all rows, and a slice holds only checked
-    values (what lets a caller validate a whole epoch's chunk once, not every batch).
-    Expected counts that broadcast over the rows stay whole.
-    """
-
-    def rows(t: torch.Tensor) -> torch.Tensor:
-        return t if t.dim() < 2 or t.shape[0] == 1 else t[part]
-
-    return replace(problem, inputs=problem.inputs[part], labels=problem.labels[part],
-                   sampled=problem.sampled[part], true_count=rows(problem.true_count),
-                   sampled_count=rows(problem.sampled_count),
-                   hits=None if problem.hits is None else problem.hits[part],
-                   label_mask=None if problem.label_mask is None else problem.label_mask[part])
+        values = check_sampled_values(sampled_values, true.ids)
+        check_all_in_range((("labels", true.ids), ("sampled_values", values[0])), num_classes)
+    classes = make_classes(true, values, num_sampled, remove_hits)
+    return Problem(inputs, w, b, classes, strategy, sparse)

@@ -21,7 +21,13 @@ from collections.abc import Callable
 
 import torch
 
-from torchnce._common.checks import as_int_tensor, check_bool, check_ids_in_range, check_int
+from torchnce._common.checks import (
+    as_int_tensor,
+    check_bool,
+    check_ids_in_range,
+    check_int,
+    range_too_small,
+)
 from torchnce._common.types import SampledValues
 from torchnce._sampling.unique import Draw, UniquePlan, draw_unique
 
@@ -83,10 +89,7 @@ def check_true_classes(
             f" (true_classes must have num_true columns, expected: {tc.shape[1]} was: {num_true})"
         )
     if unique and num_sampled > range_max:
-        raise ValueError(
-            f"num_sampled must be <= range_max ({range_max}) when unique=True, got {num_sampled}"
-            " (Sampler's range is too small.)"
-        )
+        raise range_too_small(num_sampled, f"range_max ({range_max}) when unique=True")
     check_ids_in_range("true_classes", tc, range_max)
     return tc
 

@@ -9,7 +9,7 @@ from typing import final
 
 import torch
 
-from torchnce._common.checks import check_int
+from torchnce._common.checks import check_int, range_too_small
 from torchnce._common.types import SampledValues
 from torchnce._sampling.draw import (
     check_ids,
@@ -113,17 +113,17 @@ class FixedUnigramSampler(CandidateSampler):
         self._blocks: dict[int, UniquePlan] = {}
 
     def probability(self, ids: torch.Tensor) -> torch.Tensor:
-        return gather(self.probs, check_ids(ids, self.range_max).to(self.probs.device))
+        return self._probability(check_ids(ids, self.range_max))
+
+    def _probability(self, ids: torch.Tensor) -> torch.Tensor:
+        return gather(self.probs, ids.to(self.probs.device))
 
     def _sample(
         self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
     ) -> SampledValues:
         if unique and num_sampled > self._positive:
-            raise ValueError(
-                f"num_sampled must be <= the number of classes with a non-zero weight"
-                f" ({self._positive}) when unique=True, got {num_sampled} (Sampler's range is"
-                " too small.)"
-            )
+            raise range_too_small(num_sampled, "the number of classes with a non-zero weight"
+                                  f" ({self._positive}) when unique=True")
         check_same_device("true_classes", tc, self.probs)
         return sample_values(
             tc,

@@ -89,10 +89,10 @@ class LearnedUnigramSampler(CandidateSampler):
         return self._total
 
     def probability(self, ids: torch.Tensor) -> torch.Tensor:
-        ids = check_ids(ids, self.range_max).to(self.counts.device)
-        return self._probability(ids)
+        return self._probability(check_ids(ids, self.range_max))
 
     def _probability(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.to(self.counts.device)
         return true_divide_(gather(self.counts, ids).float(), float(self._total))
 
     def _sample(

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from torchnce._common.checks import range_too_small
 from torchnce._common.types import SampledValues
 from torchnce._sampling.closed_form import (
     log_uniform_draw,
@@ -27,6 +28,7 @@ from torchnce._sampling.samplers import (
     CandidateSampler,
     LogUniformSampler,
     UniformSampler,
+    all_values,
 )
 from torchnce._sampling.unique import Draw
 
@@ -66,9 +68,8 @@ def draw_unique_rows(
         rows, x, found = rows[~done], x[~done], found[~done]
         fewest = int(found.min())
         if x.shape[1] >= _MAX_TRIES:
-            raise ValueError(f"num_sampled must be at most the number of classes the sampler "
-                             f"can draw, got {num_sampled} and {fewest} distinct ids in "
-                             f"{x.shape[1]} draws (Sampler's range is too small)")
+            raise range_too_small(num_sampled, "the number of classes the sampler can draw",
+                                  f" ({fewest} distinct ids in {x.shape[1]} draws)")
         more = min(max(block, math.ceil(1.5 * (num_sampled - fewest) * x.shape[1]
                                         / max(fewest, 1)) + 16), _MAX_BLOCK)
         x = torch.cat((x, draw(rows.numel() * more).view(-1, more)), dim=1)
@@ -124,25 +125,26 @@ def _sampler_block(sampler: CandidateSampler, num_sampled: int) -> int:
 def sampler_rows(
     sampler: CandidateSampler, labels: torch.Tensor, num_sampled: int
 ) -> SampledValues:
-    """Per-row unique candidates from any :class:`CandidateSampler`, through its public API.
+    """Per-row unique candidates from any :class:`CandidateSampler`, for validated labels
+    (ids in the sampler's range, checked by the caller; nothing here reads the device).
 
-    Draws are ``sampler.sample(no true classes, n, unique=False)`` (i.i.d. from its current
-    distribution, leaving a learned sampler's counts alone); expected counts use
-    ``sampler.probability``; then one ``sampler.sample(labels, 1, unique=False)`` feeds the
-    batch's true classes to a stateful sampler exactly once, as a shared draw would. The
-    :class:`AllCandidateSampler` gives every row all classes, i.e. its shared sample.
+    Draws are ``sampler``'s i.i.d. draws from its current distribution (``unique=False``, no
+    true classes, leaving a learned sampler's counts alone); expected counts use its
+    probabilities; then one draw with the batch's true classes feeds them to a stateful
+    sampler exactly once, as a shared draw would. The :class:`AllCandidateSampler` gives every
+    row all classes, i.e. its shared sample.
     """
     if isinstance(sampler, AllCandidateSampler):
-        return sampler.sample(labels, num_sampled)
+        return all_values(labels, num_sampled)
     if sampler.range_max is not None and num_sampled > sampler.range_max:
-        raise ValueError(f"num_sampled must be <= range_max ({sampler.range_max}) for unique "
-                         f"per-example draws, got {num_sampled} (Sampler's range is too small)")
+        raise range_too_small(num_sampled,
+                              f"range_max ({sampler.range_max}) for unique per-example draws")
     none = labels[:0]
 
     def draw(n: int) -> torch.Tensor:
-        return sampler.sample(none, n, unique=False).sampled_candidates
+        return sampler._sample(none, n, False, None).sampled_candidates
 
-    values = rows_values(labels, num_sampled, draw, sampler.probability,
+    values = rows_values(labels, num_sampled, draw, sampler._probability,
                          _sampler_block(sampler, num_sampled))
-    sampler.sample(labels, 1, unique=False)
+    sampler._sample(labels, 1, False, None)
     return values

@@ -99,6 +99,12 @@ class CandidateSampler(torch.nn.Module, abc.ABC):
     def probability(self, ids: torch.Tensor) -> torch.Tensor:
         """TensorFlow's float32 ``P(id)`` of one draw, same shape as ``ids``."""
 
+    def _probability(self, ids: torch.Tensor) -> torch.Tensor:
+        """``probability`` of ids already known to lie in ``[0, range_max)``, not re-checked
+        (the library's own draws and validated labels); a subclass's own ``probability``
+        unless it overrides this."""
+        return self.probability(ids)
+
     def log_probability(self, ids: torch.Tensor) -> torch.Tensor:
         """``log P(id)`` in float32 (``-inf`` for ids that are never drawn)."""
         return torch.log(self.probability(ids))
@@ -160,7 +166,10 @@ class UniformSampler(CandidateSampler):
         self.range_max = check_range_max(range_max)
 
     def probability(self, ids: torch.Tensor) -> torch.Tensor:
-        return uniform_probability(check_ids(ids, self.range_max), self.range_max)
+        return self._probability(check_ids(ids, self.range_max))
+
+    def _probability(self, ids: torch.Tensor) -> torch.Tensor:
+        return uniform_probability(ids, self.range_max)
 
     def _sample(
         self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
@@ -192,7 +201,10 @@ class LogUniformSampler(CandidateSampler):
         self.range_max = check_range_max(range_max)
 
     def probability(self, ids: torch.Tensor) -> torch.Tensor:
-        return log_uniform_probability(check_ids(ids, self.range_max), self.range_max)
+        return self._probability(check_ids(ids, self.range_max))
+
+    def _probability(self, ids: torch.Tensor) -> torch.Tensor:
+        return log_uniform_probability(ids, self.range_max)
 
     def _sample(
         self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None

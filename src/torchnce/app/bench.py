@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from torchnce._sampled.losses import nce_loss, sampled_softmax_loss
+from torchnce import nce_loss, sampled_softmax_loss
 
 Step = Callable[[], None]
 _LR = 0.1

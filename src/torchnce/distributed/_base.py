@@ -7,38 +7,37 @@ calls the sharded core of ``_sampled`` or ``_evaluation``.
 
 from __future__ import annotations
 
-import abc
 import math
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from torchnce._common.checks import (
-    as_int_tensor,
-    check_bool,
-    check_choice,
-    check_ids_in_range,
-    check_int,
+from torchnce._common.checks import check_bool, check_int
+from torchnce._common.types import Mode, PartitionStrategy, Reduction, apply_reduction
+from torchnce._exact.chunked import default_chunk_size
+from torchnce._layers.base import (
+    Settings,
+    check_call,
+    check_mode,
+    check_sampler,
+    check_settings,
+    layer_classes,
 )
-from torchnce._common.lookup import STRATEGIES, PartitionStrategy
-from torchnce._exact.chunked import Kind, default_chunk_size
-from torchnce._layers.base import _check_sampler
-from torchnce._sampled.problem import _check_sampled_values
+from torchnce._sampled.problem import Classes, check_inputs
+from torchnce._sampled.spec import LossSpec
 from torchnce._sampling.samplers import CandidateSampler
 from torchnce.distributed._checkpoint import shard_ids
 from torchnce.distributed._comm import Communicator, Timeout
 from torchnce.distributed._evaluation import sharded_eval_loss, sharded_top_k
 from torchnce.distributed._sampled import sharded_sampled_loss
 
-Mode = Literal["sampled", "full"]
-Reduction = Literal["none", "mean", "sum"]
 
+class ShardedOutputLayer(nn.Module):
+    """Configuration, shard, sampler and process group shared by the sharded losses; a
+    concrete class names its loss in ``spec`` and documents the arguments."""
 
-class ShardedOutputLayer(nn.Module, abc.ABC):
-    """Configuration, shard, sampler and process group shared by the two sharded losses."""
-
-    _kind: ClassVar[Kind]
+    spec: ClassVar[LossSpec]
 
     def __init__(
         self,
@@ -46,32 +45,27 @@ class ShardedOutputLayer(nn.Module, abc.ABC):
         embedding_dim: int,
         num_sampled: int,
         *,
-        num_true: int,
-        sampler: CandidateSampler | None,
-        remove_accidental_hits: bool,
-        bias: bool,
-        partition_strategy: PartitionStrategy,
-        sparse_grad: bool,
-        reduction: Reduction,
-        seed: int,
-        group: Any,
-        timeout: Timeout | None,
-        device: torch.device | str | None,
-        dtype: torch.dtype | None,
+        num_true: int = 1,
+        sampler: CandidateSampler | None = None,
+        remove_accidental_hits: bool | None = None,
+        bias: bool = True,
+        partition_strategy: PartitionStrategy = "mod",
+        sparse_grad: bool = False,
+        reduction: Reduction = "mean",
+        seed: int = 0,
+        group: Any = None,
+        timeout: Timeout | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.num_classes = check_int("num_classes", num_classes, minimum=1)
-        self.embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
-        self.num_sampled = check_int("num_sampled", num_sampled, minimum=1)
-        self.num_true = check_int("num_true", num_true, minimum=1)
-        self.partition_strategy = cast(PartitionStrategy, check_choice(
-            "partition_strategy", partition_strategy, STRATEGIES))
-        self.remove_accidental_hits = check_bool("remove_accidental_hits", remove_accidental_hits)
-        self.sparse_grad = check_bool("sparse_grad", sparse_grad)
-        self.reduction = cast(Reduction, check_choice("reduction", reduction,
-                                                      ("none", "mean", "sum")))
+        (self.num_classes, self.embedding_dim, self.num_sampled, self.num_true,
+         self.remove_accidental_hits, self.partition_strategy, self.sparse_grad,
+         self.reduction) = check_settings(
+            self.spec, num_classes, embedding_dim, num_sampled, num_true,
+            remove_accidental_hits, partition_strategy, sparse_grad, reduction)
         self.seed = check_int("seed", seed)
-        self.sampler = _check_sampler(sampler, self.num_classes, self.num_sampled)
+        self.sampler = check_sampler(sampler, self.num_classes, self.num_sampled)
         self.comm = Communicator(group, timeout)
         ids = shard_ids(self.num_classes, self.comm.rank, self.comm.world_size,
                         self.partition_strategy)
@@ -82,6 +76,13 @@ class ShardedOutputLayer(nn.Module, abc.ABC):
             self.bias = nn.Parameter(torch.empty(ids.numel(), **factory))
         self._generator: torch.Generator | None = None
         self.reset_parameters()
+
+    @property
+    def settings(self) -> Settings:
+        """The configuration as the checks take it (read at every call)."""
+        return Settings(self.num_classes, self.embedding_dim, self.num_sampled, self.num_true,
+                        self.remove_accidental_hits, self.partition_strategy, self.sparse_grad,
+                        self.reduction)
 
     @property
     def rank(self) -> int:
@@ -138,24 +139,21 @@ class ShardedOutputLayer(nn.Module, abc.ABC):
             TypeError, ValueError: as :class:`torchnce.NCELoss`.
             CollectiveError: a peer rank died, hung past the timeout or ran another step.
         """
-        mode = cast(Mode, check_choice("mode", mode or ("sampled" if self.training else "full"),
-                                       ("sampled", "full")))
-        labels = self._check_call(inputs, labels)
-        bias = self.bias
+        mode = check_mode(mode, self.training)
+        inputs, labels = check_call(inputs, labels, self.settings, self.weight.device)
         if mode == "full":
             chunk = default_chunk_size(inputs.shape[0] * self.world_size)
-            loss, total = sharded_eval_loss(self._kind, self.comm, self.weight, bias, inputs,
-                                            labels, self.num_classes, self.partition_strategy,
-                                            chunk)
+            loss, total = sharded_eval_loss(self.spec.kind, self.comm, self.weight, self.bias,
+                                            inputs, labels, self.num_classes,
+                                            self.partition_strategy, chunk)
         else:
-            values = self._values(inputs, labels, sampled_values)
+            classes = self._classes(inputs, labels, sampled_values)
             loss, total = sharded_sampled_loss(
-                self._kind, self.comm, self.weight, bias, inputs, labels, values,
-                self.num_classes, self.partition_strategy,
-                remove_accidental_hits=self.remove_accidental_hits, sparse_grad=self.sparse_grad)
-        if self.reduction == "none":
-            return loss
-        return loss.sum() / total if self.reduction == "mean" else loss.sum()
+                self.spec.kind, self.comm, self.weight, self.bias, inputs, classes,
+                self.num_classes, self.partition_strategy, sparse_grad=self.sparse_grad)
+        if self.reduction == "mean":
+            return loss.sum() / total  # the mean over the global batch
+        return apply_reduction(loss, self.reduction)
 
     def top_k(
         self, inputs: torch.Tensor, k: int, *, chunk_size: int | None = None
@@ -181,44 +179,19 @@ class ShardedOutputLayer(nn.Module, abc.ABC):
             f"reduction={self.reduction!r}, seed={self.seed}"
         )
 
-    def _values(
+    def _classes(
         self, inputs: torch.Tensor, labels: torch.Tensor, sampled_values: Any
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> Classes:
         """Validated shared candidates: given, or drawn with the seeded generator."""
-        if sampled_values is None:
-            if self._generator is None or self._generator.device != inputs.device:
-                self._generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
-            sampled_values = self.sampler.sample(labels, self.num_sampled,
-                                                 generator=self._generator)
-        sampled, true_count, sampled_count = _check_sampled_values(
-            sampled_values, self.num_classes, labels)
-        if sampled.dim() != 1:
+        stale = self._generator is None or self._generator.device != inputs.device
+        if sampled_values is None and stale:
+            self._generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
+        classes = layer_classes(self.sampler, labels, sampled_values, self.settings,
+                                generator=self._generator)
+        if classes.per_example:
             raise ValueError(f"sampled_values must hold 1-D [num_sampled] candidates shared by "
-                             f"the ranks, got shape {tuple(sampled.shape)}")
-        if self.remove_accidental_hits and sampled.shape[0] != self.num_sampled:
-            raise ValueError(f"sampled_values must hold num_sampled={self.num_sampled} "
-                             f"candidates when remove_accidental_hits=True, got "
-                             f"{sampled.shape[0]}")
-        return sampled, true_count.detach(), sampled_count.detach()
+                             f"the ranks, got shape {tuple(classes.sampled.shape)}")
+        return classes
 
     def _check_inputs(self, inputs: Any) -> torch.Tensor:
-        if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
-            got = inputs.dtype if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-            raise TypeError(f"inputs must be a floating tensor [batch_size, embedding_dim], "
-                            f"got {got}")
-        if inputs.dim() != 2 or inputs.shape[1] != self.embedding_dim:
-            raise ValueError(f"inputs must have shape [batch_size, embedding_dim="
-                             f"{self.embedding_dim}], got {tuple(inputs.shape)}")
-        return inputs
-
-    def _check_call(self, inputs: Any, labels: Any) -> torch.Tensor:
-        """Check inputs and labels against the configuration; return labels as ``[b_r, T]``."""
-        inputs = self._check_inputs(inputs)
-        ids = as_int_tensor("labels", labels, device=inputs.device)
-        if ids.dim() == 1 and self.num_true == 1:
-            ids = ids.unsqueeze(1)
-        if ids.shape != (inputs.shape[0], self.num_true):
-            raise ValueError(f"labels must have shape [batch_size={inputs.shape[0]}, "
-                             f"num_true={self.num_true}], got {tuple(ids.shape)}")
-        check_ids_in_range("labels", ids, self.num_classes)
-        return ids.to(inputs.device)
+        return check_inputs(inputs, self.embedding_dim)

@@ -16,7 +16,8 @@ from typing import cast
 import torch
 
 from torchnce._common.checks import check_choice, check_int
-from torchnce._common.lookup import STRATEGIES, PartitionStrategy, shard_sizes
+from torchnce._common.lookup import shard_sizes
+from torchnce._common.types import STRATEGIES, PartitionStrategy
 
 TABLES = ("weight", "bias")
 _SHARD_KEY = re.compile(r"^(weight|bias)\.(\d+)$")

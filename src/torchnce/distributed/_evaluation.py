@@ -15,8 +15,9 @@ from typing import cast
 
 import torch
 
-from torchnce._common.lookup import PartitionStrategy, route
-from torchnce._exact.chunked import Kind, Layout, chunked_loss, chunked_top_k
+from torchnce._common.lookup import route
+from torchnce._common.types import LossKind, PartitionStrategy
+from torchnce._exact.chunked import Layout, chunked_loss, chunked_top_k
 from torchnce._sampled.logits import linear_logits, work_dtype
 from torchnce.distributed._checkpoint import shard_ids
 from torchnce.distributed._comm import Communicator, exchange
@@ -51,9 +52,9 @@ def _return_rows(
     return back.view(world, mine, *partial.shape[1:])
 
 
-def _partition(kind: Kind, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+def _partition(kind: LossKind, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                strategy: str, chunk_size: int) -> torch.Tensor:
-    """Per row, ``Σ softplus(ℓ)`` ("nce") or ``log Σ exp(ℓ)`` ("softmax") over the shard, with
+    """Per row, ``Σ softplus(ℓ)`` ("sigmoid") or ``log Σ exp(ℓ)`` ("softmax") over the shard, with
     the core's chunked node (memory ``B·chunk``): its loss against the shard's row 0, plus
     that logit."""
     first = torch.zeros(x.shape[0], 1, dtype=torch.long, device=x.device)
@@ -77,7 +78,7 @@ def _true_part(comm: Communicator, x: torch.Tensor, labels: torch.Tensor, weight
 
 
 def sharded_eval_loss(
-    kind: Kind, comm: Communicator, weight: torch.Tensor, bias: torch.Tensor | None,
+    kind: LossKind, comm: Communicator, weight: torch.Tensor, bias: torch.Tensor | None,
     inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, strategy: str,
     chunk_size: int,
 ) -> tuple[torch.Tensor, int]:
@@ -94,7 +95,7 @@ def sharded_eval_loss(
         _true_part(comm, work, y, weight, bias, num_classes, strategy),
     ], dim=1)
     merged = _return_rows(comm, partial, sizes, grad=grad)
-    partition = merged[:, :, 0].sum(0) if kind == "nce" else merged[:, :, 0].logsumexp(0)
+    partition = merged[:, :, 0].sum(0) if kind == "sigmoid" else merged[:, :, 0].logsumexp(0)
     return (partition - merged[:, :, 1].sum(0)).to(inputs.dtype), sum(sizes)
 
 

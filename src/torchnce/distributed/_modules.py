@@ -6,14 +6,10 @@ process group and the plumbing are the shared base :class:`ShardedOutputLayer`.
 
 from __future__ import annotations
 
-from typing import Any, final
+from typing import final
 
-import torch
-
-from torchnce._common.lookup import PartitionStrategy
-from torchnce._sampling.samplers import CandidateSampler
-from torchnce.distributed._base import Reduction, ShardedOutputLayer
-from torchnce.distributed._comm import Timeout
+from torchnce._sampled.spec import NCE, SAMPLED_SOFTMAX
+from torchnce.distributed._base import ShardedOutputLayer
 
 
 @final
@@ -45,7 +41,7 @@ class ShardedNCELoss(ShardedOutputLayer):
         sampler: a :class:`torchnce.CandidateSampler` whose draw does not depend on the labels
             (all but :class:`torchnce.LearnedUnigramSampler`); None builds
             ``LogUniformSampler(num_classes)``.
-        remove_accidental_hits: as :class:`torchnce.NCELoss` (default False).
+        remove_accidental_hits: as :class:`torchnce.NCELoss` (None, the default, means False).
         bias: learn a bias per class.
         partition_strategy: ``"mod"`` or ``"div"``, which classes each rank owns.
         sparse_grad: sparse gradients of the shard in training mode.
@@ -79,35 +75,7 @@ class ShardedNCELoss(ShardedOutputLayer):
         >>> loss.backward()  # doctest: +SKIP
     """
 
-    _kind = "nce"
-
-    def __init__(
-        self,
-        num_classes: int,
-        embedding_dim: int,
-        num_sampled: int,
-        *,
-        num_true: int = 1,
-        sampler: CandidateSampler | None = None,
-        remove_accidental_hits: bool = False,
-        bias: bool = True,
-        partition_strategy: PartitionStrategy = "mod",
-        sparse_grad: bool = False,
-        reduction: Reduction = "mean",
-        seed: int = 0,
-        group: Any = None,
-        timeout: Timeout | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            num_classes, embedding_dim, num_sampled, num_true=num_true, sampler=sampler,
-            remove_accidental_hits=remove_accidental_hits, bias=bias,
-            partition_strategy=partition_strategy, sparse_grad=sparse_grad,
-            reduction=reduction, seed=seed, group=group, timeout=timeout, device=device,
-            dtype=dtype,
-        )
-
+    spec = NCE
 
 @final
 class ShardedSampledSoftmaxLoss(ShardedOutputLayer):
@@ -130,7 +98,8 @@ class ShardedSampledSoftmaxLoss(ShardedOutputLayer):
         num_sampled: S, candidates per step, shared by all ranks.
         num_true: T.
         sampler: as :class:`ShardedNCELoss`.
-        remove_accidental_hits: as :class:`torchnce.SampledSoftmaxLoss` (default True).
+        remove_accidental_hits: as :class:`torchnce.SampledSoftmaxLoss` (None, the default,
+            means True).
         bias: learn a bias per class.
         partition_strategy: ``"mod"`` or ``"div"``.
         sparse_grad: sparse gradients of the shard in training mode.
@@ -151,31 +120,4 @@ class ShardedSampledSoftmaxLoss(ShardedOutputLayer):
         >>> scores, ids = layer.top_k(inputs, 5)  # doctest: +SKIP
     """
 
-    _kind = "softmax"
-
-    def __init__(
-        self,
-        num_classes: int,
-        embedding_dim: int,
-        num_sampled: int,
-        *,
-        num_true: int = 1,
-        sampler: CandidateSampler | None = None,
-        remove_accidental_hits: bool = True,
-        bias: bool = True,
-        partition_strategy: PartitionStrategy = "mod",
-        sparse_grad: bool = False,
-        reduction: Reduction = "mean",
-        seed: int = 0,
-        group: Any = None,
-        timeout: Timeout | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            num_classes, embedding_dim, num_sampled, num_true=num_true, sampler=sampler,
-            remove_accidental_hits=remove_accidental_hits, bias=bias,
-            partition_strategy=partition_strategy, sparse_grad=sparse_grad,
-            reduction=reduction, seed=seed, group=group, timeout=timeout, device=device,
-            dtype=dtype,
-        )
+    spec = SAMPLED_SOFTMAX

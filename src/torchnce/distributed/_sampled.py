@@ -24,8 +24,10 @@ from __future__ import annotations
 import torch
 
 from torchnce._common.lookup import gather_rows, route
-from torchnce._sampled.fused import Kind, _FusedSampledLoss
-from torchnce._sampled.hits import hit_mask
+from torchnce._common.types import LossKind
+from torchnce._sampled.fused import FusedPlan, fused_loss
+from torchnce._sampled.logits import log_q
+from torchnce._sampled.problem import Classes
 from torchnce.distributed._comm import Communicator, exchange
 
 
@@ -105,30 +107,24 @@ def exchange_rows(
 
 
 def sharded_sampled_loss(
-    kind: Kind,
+    kind: LossKind,
     comm: Communicator,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     inputs: torch.Tensor,
-    labels: torch.Tensor,
-    sampled_values: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    classes: Classes,
     num_classes: int,
     strategy: str,
     *,
-    remove_accidental_hits: bool,
     sparse_grad: bool,
 ) -> tuple[torch.Tensor, int]:
-    """``(per-example loss [b_r], global batch size)`` for validated arguments: labels int64
-    ``[b_r, T]``, shared candidates ``[S]`` and their expected counts."""
-    sampled, true_count, sampled_count = sampled_values
-    num_true = labels.shape[1]
-    rows, total_labels = exchange_rows(comm, weight, bias, labels.reshape(-1), sampled,
+    """``(per-example loss [b_r], global batch size)`` for validated classes: labels int64
+    ``[b_r, T]``, shared candidates ``[S]`` (the same on every rank), counts and hits."""
+    labels, num_true = classes.labels, classes.num_true
+    rows, total_labels = exchange_rows(comm, weight, bias, labels.reshape(-1), classes.sampled,
                                        num_classes, strategy, sparse_grad)
     dim = weight.shape[1]
     w_rows, b_rows = rows[:, :dim], (None if bias is None else rows[:, dim])
-    dtype = inputs.dtype
-    log_q = (true_count.to(dtype).log(), sampled_count.to(dtype).log())
-    hits = hit_mask(labels, sampled) if remove_accidental_hits else None
-    loss: torch.Tensor = _FusedSampledLoss.apply(  # type: ignore[no-untyped-call]
-        inputs, w_rows, b_rows, None, None, log_q, hits, None, (num_true, None), kind, False)
-    return loss, total_labels // num_true
+    plan = FusedPlan(None, None, log_q(classes, inputs.dtype), classes.hits, None, num_true,
+                     None, kind, False)
+    return fused_loss(inputs, w_rows, b_rows, plan), total_labels // num_true

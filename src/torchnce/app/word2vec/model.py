@@ -3,26 +3,24 @@
 Every step computes a torchnce loss (``negative_sampling_loss``, ``nce_loss`` or
 ``sampled_softmax_loss``, with their defaults) with ``num_sampled`` negatives drawn
 independently for every example (the word2vec way) from a torchnce sampler, and applies plain
-SGD. Labels and negatives are validated as the public functions do (``prepare``), once per
-chunk of examples; each step takes the loss and its gradients from the code of their fused
-autograd node, without building a graph: on CPU the graph and the sparse gradient tensor cost
-more than the arithmetic of a word2vec batch. Tests pin the updates to those of autograd
-through the public functions. The epochs, the learning-rate schedule and the Hogwild workers
-are in ``_training``.
+SGD. The step is the library's graph-free entry point (``torchnce._sampled.step``): labels and
+negatives are validated once per chunk of examples, and each step takes the loss and its
+gradients from the code of the losses' fused autograd node, without building a graph: on CPU
+the graph and the sparse gradient tensor cost more than the arithmetic of a word2vec batch.
+Tests pin the updates to those of autograd through the public functions. The epochs, the
+learning-rate schedule and the Hogwild workers are in ``training``.
 """
 
 from __future__ import annotations
 
 import mmap
-from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from torchnce._sampled.fused import Kind, Workspace, sampled_loss_grads
-from torchnce._sampled.problem import Problem, prepare
-from torchnce._sampling.fixed import FixedUnigramSampler
-from torchnce._sampling.samplers import CandidateSampler, LogUniformSampler
+from torchnce import CandidateSampler, FixedUnigramSampler, LogUniformSampler
+from torchnce._sampled.step import Classes, GraphFreeStep
 from torchnce.app.word2vec.corpus import Corpus, cbow_windows, skipgram_pairs
 
 Model = Literal["skipgram", "cbow"]
@@ -30,18 +28,10 @@ LossName = Literal["neg", "nce", "sampled_softmax"]
 SamplerName = Literal["unigram", "log_uniform"]
 
 
-class LossSpec(NamedTuple):
-    """What a public loss computes, with its defaults: the row loss, log-Q, hit removal."""
-
-    kind: Kind
-    subtract_log_q: bool
-    remove_accidental_hits: bool
-
-
-LOSSES: dict[str, LossSpec] = {
-    "neg": LossSpec("nce", False, False),  # negative_sampling_loss
-    "nce": LossSpec("nce", True, False),  # nce_loss
-    "sampled_softmax": LossSpec("softmax", True, True),  # sampled_softmax_loss
+LOSSES: dict[str, str] = {  # the command line's names of the public losses
+    "neg": "negative_sampling_loss",
+    "nce": "nce_loss",
+    "sampled_softmax": "sampled_softmax_loss",
 }
 
 
@@ -97,8 +87,7 @@ class Word2Vec:
         self.input_vectors.copy_((torch.rand(size, dim, generator=gen) - 0.5) / dim)
         self.output_vectors = self._table(size, dim, shared)
         self.sampler = make_sampler(corpus, config)
-        self.loss_spec = LOSSES[config.loss]
-        self.workspace = Workspace()
+        self.loss = GraphFreeStep(LOSSES[config.loss], self.output_vectors)
 
     def _table(self, rows: int, cols: int, shared: bool) -> torch.Tensor:
         """A zero float32 table; with ``shared``, in anonymous shared memory, so that worker
@@ -109,22 +98,19 @@ class Word2Vec:
         self._buffers.append(buffer)
         return torch.frombuffer(buffer, dtype=torch.float32, count=rows * cols).view(rows, cols)
 
-    def negatives(self, labels: torch.Tensor, gen: torch.Generator) -> Problem:
+    def negatives(self, labels: torch.Tensor, gen: torch.Generator) -> Classes:
         """``num_sampled`` independent draws for each of the ``[N]`` labels' examples, with
         their expected counts ``num_sampled · q`` (draws with replacement), validated as the
         loss's per-example ``sampled_values`` once for the whole chunk: one sampler call and
-        one check of the ids; batches take rows with :func:`problem_rows`."""
+        one check of the ids; batches take their rows with ``Classes.rows``."""
         n, k = labels.shape[0], self.config.num_sampled
         flat = self.sampler.sample(labels.unsqueeze(1), n * k, unique=False, generator=gen)
         # The sampler's counts are q · N·k for N·k draws; each example has k of them.
         values = (flat.sampled_candidates.view(n, k), flat.true_expected_count / n,
                   (flat.sampled_expected_count / n).view(n, k))
-        shape = self.input_vectors.new_zeros(()).expand(n, self.config.dim)  # inputs come later
-        return prepare(self.output_vectors, None, labels.unsqueeze(1), shape, k,
-                       self.num_classes, 1, values, self.loss_spec.remove_accidental_hits,
-                       "mod", seed=None, generator=None, sparse_grad=True)
+        return self.loss.classes(labels, values)
 
-    def step(self, inputs_ids: torch.Tensor, mask: torch.Tensor | None, batch: Problem,
+    def step(self, inputs_ids: torch.Tensor, mask: torch.Tensor | None, batch: Classes,
              lr: float) -> float:
         """One SGD step; returns the summed loss of the batch.
 
@@ -136,12 +122,9 @@ class Word2Vec:
         rows = rows.view(*inputs_ids.shape, -1)
         share = None if mask is None else mask.to(rows.dtype) / mask.sum(1, keepdim=True)
         inputs = rows if share is None else (rows * share.unsqueeze(2)).sum(1)
-        spec = self.loss_spec
         # scale = -lr: the gradients come out as the SGD updates themselves, and index_add_
         # without alpha is 3x faster on CPU than with it.
-        grads = sampled_loss_grads(replace(batch, inputs=inputs), spec.kind,
-                                   subtract_log_q=spec.subtract_log_q, scale=-lr,
-                                   workspace=self.workspace)
+        grads = self.loss(inputs, batch, scale=-lr)
         if share is None:
             self.input_vectors.index_add_(0, inputs_ids, grads.inputs)
         else:  # the mean's gradient: each context row gets its share of the input's

@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from torchnce._sampled.problem import problem_rows
 from torchnce.app.word2vec.corpus import Corpus, keep_probability, subsample
 from torchnce.app.word2vec.model import Word2Vec, Word2VecConfig, examples
 
@@ -131,7 +130,7 @@ class Trainer:
             progress = (j + i / labels.numel()) / len(self.plan)
             lr = config.start_lr * max(1.0 - progress, _MIN_LR_FRACTION)
             part = slice(i, i + size)
-            batch = problem_rows(problem, part)
+            batch = problem.rows(part)
             total += self.model.step(inputs[part], None if mask is None else mask[part], batch,
                                      lr)
             count += batch.labels.shape[0]
