@@ -6,7 +6,7 @@ the same ``sampled_values``, drawn by TensorFlow's own ``log_uniform_candidate_s
 Gradients on the TensorFlow side come from ``tf.GradientTape`` (IndexedSlices made dense).
 
 Tolerances: losses rtol 1e-5 and gradients rtol 1e-4 in float32, as TensorFlow's own tests use
-(tf-semantics.md §10); reductions are not bit-reproducible across BLAS/Eigen, everything
+(docs/tf-semantics.md §10); reductions are not bit-reproducible across BLAS/Eigen, everything
 elementwise is. In float64 the same argument gives ~1e-12, so float64 is held far tighter.
 
 If TensorFlow cannot be imported the module is skipped, unless ``CI`` is set: then it fails.
@@ -95,7 +95,7 @@ def shard(table: np.ndarray, strategy: str, num_shards: int) -> list[np.ndarray]
     """Split ``table`` into the shards TensorFlow's ``partition_strategy`` addresses.
 
     mod: shard p holds global rows p, p+P, p+2P, ...; div: contiguous, the first N % P shards one
-    row longer (tf-semantics.md §5).
+    row longer (docs/tf-semantics.md §5).
     """
     if strategy == "mod":
         return [table[p::num_shards] for p in range(num_shards)]
@@ -143,7 +143,7 @@ def _tf_sample(
     """TensorFlow's log-uniform draw, with the expected count of *every* class.
 
     The candidates depend on the seed, not on ``true_classes``, and a true class's expected count
-    depends only on the class and the draw's num_tries (tf-semantics.md §6.1, §6.4): so passing
+    depends only on the class and the draw's num_tries (docs/tf-semantics.md §6.1, §6.4): so passing
     all C classes as one row of true classes gives, in one call, the count TensorFlow returns for
     any labels, which can then be chosen after the draw. Memoised: TensorFlow's eager kernels
     continue their stream when called again with the same attributes, and ``tf.random.set_seed``
@@ -196,7 +196,7 @@ def run_tf(case: Case, opts: Options) -> tuple[list[np.ndarray], list[np.ndarray
     b = [tf.constant(a, dtype) for a in b_np]
     x = tf.constant(case.inputs, dtype)
     labels = tf.constant(case.labels, tf.int32 if opts.label_dtype == torch.int32 else tf.int64)
-    # TensorFlow does not cast the expected counts to the compute dtype (tf-semantics.md §4).
+    # TensorFlow does not cast the expected counts to the compute dtype (docs/tf-semantics.md §4).
     sampled_values = (tf.constant(case.sampled), tf.constant(case.true_expected, dtype),
                       tf.constant(case.sampled_expected, dtype))
     strategy = parse_layout(opts.layout)[0]
@@ -342,7 +342,8 @@ def test_options_match_tf(
     rng = np.random.default_rng(_case_seed(4, *combo))
     num_true, layout = int(rng.integers(1, 5)), str(rng.choice(SHARDED))
     data = make_case(_case_seed(4, *combo), num_true, parse_layout(layout)[1], unique=unique)
-    # With unique=False only the last duplicate of a sampled id is masked (tf-semantics.md §6.10).
+    # With unique=False only the last duplicate of a sampled id is masked
+    # (docs/tf-semantics.md §6.10).
     opts = Options(kind, layout, remove_accidental_hits=True, dtype=dtype,
                    label_dtype=label_dtype, biases_sharded=biases_sharded)
     assert_parity(data, opts)
@@ -436,7 +437,7 @@ def test_embedding_lookup_matches_tf(
 
 
 def _hits_case(case: int) -> tuple[np.ndarray, np.ndarray, int]:
-    if case == 0:  # the example verified in tf-semantics.md §6.10
+    if case == 0:  # the example verified in docs/tf-semantics.md §6.10
         return np.array([[1, 2], [0, 4], [3, 3]]), np.array([3, 1, 3, 0]), 2
     rng = np.random.default_rng(_case_seed(8, case))
     num_true, span = int(rng.integers(1, 5)), int(rng.integers(3, 9))

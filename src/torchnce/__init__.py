@@ -1,32 +1,58 @@
-"""torchnce: TensorFlow's candidate-sampling losses for PyTorch."""
+"""torchnce: TensorFlow's candidate-sampling losses for PyTorch, and what TensorFlow lacks.
 
+The public names, by family: the TensorFlow port (same names, arguments and numbers as
+``tf.nn`` and ``tf.random``), the PyTorch layer (modules and sampler classes), exact
+evaluation over all classes, and contrastive retrieval losses. ``torchnce.distributed`` holds
+the class-sharded output layer.
+"""
+
+# ruff: noqa: I001 (the imports are grouped by family, not sorted)
+from importlib.metadata import PackageNotFoundError, version
+
+# The TensorFlow port: tf.nn's sampled losses and lookups, tf.random's candidate samplers.
 from torchnce._common.lookup import embedding_lookup
 from torchnce._common.types import SampledValues
-from torchnce._contrastive.frequency import StreamingFrequencyEstimator
-from torchnce._contrastive.info_nce import info_nce_loss
-from torchnce._contrastive.mixed_negatives import mixed_negatives_loss
-from torchnce._exact.evaluation import full_logits, nce_eval_loss, sampled_softmax_eval_loss, top_k
-from torchnce._layers.modules import NCELoss, NegativeSamplingLoss, SampledSoftmaxLoss
 from torchnce._sampled.hits import compute_accidental_hits
 from torchnce._sampled.logits import compute_sampled_logits
 from torchnce._sampled.losses import nce_loss, negative_sampling_loss, sampled_softmax_loss
-from torchnce._sampling.fixed import FixedUnigramSampler
-from torchnce._sampling.learned import LearnedUnigramSampler
 from torchnce._sampling.ops import (
     all_candidate_sampler,
     log_uniform_candidate_sampler,
     uniform_candidate_sampler,
 )
+from torchnce._sampling.unigram_ops import (
+    fixed_unigram_candidate_sampler,
+    learned_unigram_candidate_sampler,
+)
+
+# The PyTorch layer: output-layer modules and candidate samplers that own their state.
+from torchnce._layers.modules import NCELoss, NegativeSamplingLoss, SampledSoftmaxLoss
+from torchnce._sampling.fixed import FixedUnigramSampler
+from torchnce._sampling.learned import LearnedUnigramSampler
 from torchnce._sampling.samplers import (
     AllCandidateSampler,
     CandidateSampler,
     LogUniformSampler,
     UniformSampler,
 )
-from torchnce._sampling.unigram_ops import (
-    fixed_unigram_candidate_sampler,
-    learned_unigram_candidate_sampler,
+
+# Exact evaluation over all classes, in bounded memory.
+from torchnce._exact.evaluation import (
+    full_logits,
+    nce_eval_loss,
+    sampled_softmax_eval_loss,
+    top_k,
 )
+
+# Contrastive retrieval losses with log-Q correction.
+from torchnce._contrastive.frequency import StreamingFrequencyEstimator
+from torchnce._contrastive.info_nce import info_nce_loss
+from torchnce._contrastive.mixed_negatives import mixed_negatives_loss
+
+try:
+    __version__ = version("torchnce")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "AllCandidateSampler",

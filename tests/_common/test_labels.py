@@ -1,8 +1,8 @@
-"""Variable numbers of true labels (issue 5, item 1): a mask, a padding id, or ragged rows.
+"""Variable numbers of true labels: a mask, a padding id, or ragged rows.
 
 The oracle is the definition: row ``b`` equals the TensorFlow-semantics result computed alone
 with ``num_true = n_b`` (its real labels, their expected counts, the same candidates), from the
-float64 oracles of ``reference.py``; a row without labels gets the documented result (the
+float64 oracles of ``reference.sampled``; a row without labels gets the documented result (the
 negatives' sigmoid loss for NCE / NEG, 0 for sampled softmax). Gradients are checked against
 the same computation done row by row with torchnce's shared, fixed-T functions.
 """

@@ -1,7 +1,7 @@
-"""embedding_lookup: a port of TF's EmbeddingLookupTest (tf-semantics.md §8.4) plus round trips.
+"""embedding_lookup: TF's EmbeddingLookupTest (docs/tf-semantics.md §8.4) ported, plus round trips.
 
 Lookups are pure copies, so sharded results are compared bit for bit (``torch.equal``) with the
-float64 oracle in ``reference.py``; only ``max_norm`` (a reduction and a division) uses
+float64 oracle in ``reference.sampled``; only ``max_norm`` (a reduction and a division) uses
 ``assert_close``.
 """
 

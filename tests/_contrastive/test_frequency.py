@@ -1,6 +1,6 @@
 """StreamingFrequencyEstimator: Algorithm 2 of Yi et al. (RecSys 2019), vectorised.
 
-Oracles: reference_contrastive.algorithm2 (the paper's loop, one item at a time), closed forms
+Oracles: ``reference.contrastive.algorithm2`` (the paper's loop, one item at a time), closed forms
 derived in the comments, and a seeded synthetic stream whose true frequencies are known.
 """
 

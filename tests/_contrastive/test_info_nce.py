@@ -1,7 +1,7 @@
 """info_nce_loss: in-batch and explicit negatives, symmetric loss, masking, log-Q, temperature.
 
 Oracles: ``F.cross_entropy`` on the hand-built logit matrix (the in-batch form), the float64
-loop references of reference_contrastive.py, and closed forms derived in the comments.
+loop references of ``reference.contrastive``, and closed forms derived in the comments.
 """
 
 from __future__ import annotations
@@ -399,7 +399,7 @@ def test_unknown_negative_mode():
 
 
 def test_unknown_reduction():
-    with pytest.raises(ValueError, match=r"^reduction must be one of 'mean', 'sum', 'none'"):
+    with pytest.raises(ValueError, match=r"^reduction must be one of 'none', 'mean', 'sum'"):
         call(reduction="batchmean")
 
 

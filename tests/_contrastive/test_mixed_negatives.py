@@ -1,6 +1,6 @@
 """mixed_negatives_loss: in-batch plus sampled negatives, each with its own log-Q correction.
 
-Oracles: the float64 loop reference of reference_contrastive.py, closed forms derived in the
+Oracles: the float64 loop reference of ``reference.contrastive``, closed forms derived in the
 comments, and info_nce_loss where the two must agree (no sampled keys).
 """
 

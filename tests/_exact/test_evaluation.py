@@ -1,6 +1,6 @@
 """Exact evaluation: full_logits, nce_eval_loss, sampled_softmax_eval_loss and top_k.
 
-Oracles: the float64 loops of ``reference.py`` (TensorFlow's documented evaluation recipe:
+Oracles: the float64 loops of ``reference.sampled`` (TensorFlow's documented evaluation recipe:
 matmul, bias, one-hot scaled by 1/T, sigmoid or softmax cross entropy, row sum), the same
 recipe as dense torch float64 autograd for gradients, and the sampled losses themselves
 through the all-candidate identities.

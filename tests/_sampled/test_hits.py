@@ -1,4 +1,4 @@
-"""compute_accidental_hits (tf-semantics.md §6.10, §8.2) and the hit-masking rule of §2 step 12."""
+"""compute_accidental_hits (docs/tf-semantics.md §6.10, §8.2) and the hit masking of §2 step 12."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""compute_sampled_logits: a port of TF's ComputeSampledLogitsTest (tf-semantics.md §8.1).
+"""compute_sampled_logits: a port of TF's ComputeSampledLogitsTest (docs/tf-semantics.md §8.1).
 
 TF compares against numpy with rtol 1e-3; here every value is compared with the float64 oracle
-``reference.sampled_logits`` at torch's per-dtype default tolerances.
+``reference.sampled.sampled_logits`` at torch's per-dtype default tolerances.
 """
 
 from __future__ import annotations

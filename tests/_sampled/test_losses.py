@@ -1,7 +1,7 @@
-"""nce_loss and sampled_softmax_loss (tf-semantics.md §3, §8.1), against the float64 oracles.
+"""nce_loss and sampled_softmax_loss (docs/tf-semantics.md §3, §8.1), against the float64 oracles.
 
 TF compares with hand-written numpy at rtol 1e-4; ours are the exact formulas of §3.1 and §3.3
-in ``reference.py``, compared at torch's per-dtype default tolerances.
+in ``reference.sampled``, compared at torch's per-dtype default tolerances.
 """
 
 from __future__ import annotations

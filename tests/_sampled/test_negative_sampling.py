@@ -1,7 +1,7 @@
-"""negative_sampling_loss and NegativeSamplingLoss (issue 5, item 3): word2vec's NEG.
+"""negative_sampling_loss and NegativeSamplingLoss: word2vec's NEG.
 
-The oracle is ``reference.negative_sampling_loss``: tf-semantics.md §2's logits without the
-log-q step, then §3.1's sigmoid cross entropy summed per row, in float64.
+The oracle is ``reference.sampled.negative_sampling_loss``: docs/tf-semantics.md §2's logits
+without the log-q step, then §3.1's sigmoid cross entropy summed per row, in float64.
 """
 
 from __future__ import annotations

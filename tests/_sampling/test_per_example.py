@@ -1,4 +1,4 @@
-"""Per-example negatives (issue 5, item 2): candidates ``[B, S]``, one set per row.
+"""Per-example negatives: candidates ``[B, S]``, one set per row.
 
 The oracle is the definition: row ``b`` equals the shared-negatives computation of that row
 alone with ``sampled_values = (cands[b], true_count[b], sampled_count[b])`` — the float64

@@ -154,7 +154,7 @@ def test_all_sampler():
 
 
 def _counts_at(p, num_tries, num_sampled):
-    """§6.4 with log1p/expm1 in double, rounded to float32 (torchnce's evaluation)."""
+    """docs/tf-semantics.md §6.4, log1p/expm1 in double then rounded to float32 (as torchnce)."""
     if num_tries == num_sampled:
         return p * np.float32(num_sampled)
     log_miss = np.log1p(-p.astype(np.float64)).astype(np.float32) * np.float32(num_tries)

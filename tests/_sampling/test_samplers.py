@@ -1,6 +1,6 @@
 """Candidate samplers: TensorFlow's own sampler tests ported, statistics, state and errors.
 
-Oracles: the formulas of tf-semantics.md §6 (written out below in numpy float64 / float32),
+Oracles: the formulas of docs/tf-semantics.md §6 (written out below in numpy float64 / float32),
 TensorFlow's test constants (§8.2, §8.3), and a plain Python copy of TensorFlow's sequential
 rejection loop (``rejection_loop``) for ``unique=True``. Statistical tests use seeded
 generators, so they are deterministic; their thresholds (p > 1e-4, 5 sigma) would only fail
@@ -53,7 +53,7 @@ uniques = pytest.mark.parametrize("unique", [False, True])
 
 
 def rejection_loop(p, num_sampled, rng):
-    """TensorFlow's unique sampling, one draw at a time (tf-semantics.md §6.3)."""
+    """TensorFlow's unique sampling, one draw at a time (docs/tf-semantics.md §6.3)."""
     picked, tries = [], 0
     while len(picked) < num_sampled:
         tries += 1
@@ -72,7 +72,7 @@ def tf_expected(p, num_tries, num_sampled):
     return (-np.expm1(log_miss.astype(np.float64))).astype(np.float32)
 
 
-# --- RangeSamplerOpsTest (tf-semantics.md §8.2) ------------------------------------------------
+# --- RangeSamplerOpsTest (docs/tf-semantics.md §8.2) ----------------------------------------------
 
 
 def test_all_sampler_candidates_and_counts():
@@ -158,7 +158,7 @@ def test_candidate_out_of_range(bad):
         torchnce.log_uniform_candidate_sampler(torch.tensor([[0, bad]]), 2, 1000, False, 2)
 
 
-# --- range_sampler_test.cc (tf-semantics.md §8.3) ---------------------------------------------
+# --- range_sampler_test.cc (docs/tf-semantics.md §8.3) --------------------------------------------
 
 
 @kinds
@@ -477,7 +477,7 @@ def test_learned_rejected_call_leaves_counts():
 
 
 def test_learned_total_is_capped():
-    # Only the first 2^31 - 1 - W true classes are added (tf-semantics.md §6.7).
+    # Only the first 2^31 - 1 - W true classes are added (docs/tf-semantics.md §6.7).
     sampler = torchnce.LearnedUnigramSampler(2)
     sampler.load_state_dict(
         {
@@ -576,7 +576,7 @@ def test_fixed_unigram_alias_table_is_exact(size):
 
 def test_fixed_unigram_shard_quirk():
     # reserved=2, shards=2, shard=0: one reserved id in the shard, then the word ids start at 1
-    # (not 2), so TensorFlow keeps unigrams 2, 4, 6 (tf-semantics.md §6.8).
+    # (not 2), so TensorFlow keeps unigrams 2, 4, 6 (docs/tf-semantics.md §6.8).
     sampler = torchnce.FixedUnigramSampler(
         4, num_reserved_ids=2, num_shards=2, shard=0, unigrams=[1.0, 2, 3, 4, 5, 6]
     )

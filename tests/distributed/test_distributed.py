@@ -150,7 +150,7 @@ def _check_step(rank: int, world: int, kind: str, strategy: str, num_true: int,
 
 def _close(case: str) -> Callable[[Any, Any], None]:
     def check(actual: Any, expected: Any) -> None:
-        # the relative 1e-6; atol for gradients that cancel to ~0
+        # relative 1e-6, as docs/distributed.md states; atol for gradients that cancel to ~0
         torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-9,
                                    msg=lambda m: f"{case}: {m}")
     return check

@@ -1,9 +1,10 @@
-"""Slow, obviously-correct float64 oracles for the core, written from tf-semantics.md.
+"""Slow, obviously-correct float64 oracles for the core, written from the spec.
 
 Every function here works on numpy arrays (or anything ``np.asarray`` accepts), computes in
-float64 with plain Python loops, and follows the numbered steps of tf-semantics.md literally:
-§5 (``embedding_lookup``, "mod"/"div" sharding, ``max_norm``), §6.10 (accidental hits), §2
-(``_compute_sampled_logits``), §3.1 (``nce_loss``) and §3.3 (``sampled_softmax_loss``).
+float64 with plain Python loops, and follows the numbered steps of the spec literally:
+docs/tf-semantics.md §5 (``embedding_lookup``, "mod"/"div" sharding, ``max_norm``), §6.10
+(accidental hits), §2 (``_compute_sampled_logits``), §3.1 (``nce_loss``) and §3.3
+(``sampled_softmax_loss``).
 They are deliberately independent of torchnce: no vectorised tricks, no shared code.
 """
 
@@ -210,7 +211,7 @@ def sampled_softmax_loss(
     )
 
 
-# --- TensorFlow's own test fixtures (tf-semantics.md §8.1), reproduced draw for draw ---------
+# --- TensorFlow's own test fixtures (docs/tf-semantics.md §8.1), reproduced draw for draw ---------
 
 TF_NUM_CLASSES, TF_DIM, TF_BATCH = 5, 10, 3
 TF_SAMPLED = [1, 0, 2, 3]
@@ -280,7 +281,7 @@ def full_logits(weights: Any, biases: Any, inputs: Any, partition_strategy: str 
 def scaled_one_hot(labels: Any, num_classes: int) -> np.ndarray:
     """``one_hot(labels, C)`` summed over a row's T true classes and divided by T (§2 step 15).
 
-    ``labels`` may also be ragged (a list of rows of any lengths, issue 5): a row of n labels
+    ``labels`` may also be ragged (a list of rows of any lengths): a row of n labels
     gets 1/n per label, a row without labels all zeros.
     """
     rows = [list(r) for r in labels] if isinstance(labels, list) else i64(labels).tolist()
@@ -315,7 +316,7 @@ def sampled_softmax_eval_loss(
     ])
 
 
-# --- Issue 5: per-example negatives, negative sampling, variable numbers of true labels -------
+# --- Per-example negatives, negative sampling, variable numbers of true labels ----------------
 
 
 def negative_sampling_loss(*args: Any, **kwargs: Any) -> np.ndarray:
@@ -409,7 +410,7 @@ def negatives_only(kind: str, weights: Any, biases: Any, x_row: Any, cands: Any,
 def variable_labels_oracle(kind: str, weights: Any, biases: Any, rows: Sequence[Sequence[int]],
                            inputs: Any, cands: Any, true_counts: Sequence[Sequence[float]],
                            sampled_count: Any, num_sampled: int, **kwargs: Any) -> np.ndarray:
-    """Variable labels by definition (issue 5): row ``b`` computed alone with ``num_true`` =
+    """Variable labels by definition: row ``b`` computed alone with ``num_true`` =
     its ``n_b`` labels ``rows[b]``, their counts ``true_counts[b]`` and the same candidates
     (``cands`` ``[S]`` shared, or ``[B, S]`` per row); a row without labels gets
     :func:`negatives_only`."""

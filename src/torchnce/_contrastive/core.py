@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
 from torchnce._common.checks import as_float_tensor, as_int_tensor, check_choice
+from torchnce._common.types import REDUCTIONS, Reduction
 
-Reduction = Literal["mean", "sum", "none"]
-REDUCTIONS = ("mean", "sum", "none")
 TEMPERATURE_RANGE = (0.01, 100.0)  # a tensor temperature is clamped into it (CLIP's bound)
 
 
@@ -103,7 +102,7 @@ def check_temperature(temperature: Any) -> float | torch.Tensor:
 
 
 def check_reduction(reduction: Any) -> Reduction:
-    return check_choice("reduction", reduction, REDUCTIONS)  # type: ignore[return-value]
+    return cast(Reduction, check_choice("reduction", reduction, REDUCTIONS))
 
 
 def embed(x: torch.Tensor, normalize: bool) -> torch.Tensor:
@@ -168,9 +167,3 @@ def softmax_loss(
     if mask is not None:
         logits = logits.masked_fill(mask, torch.finfo(logits.dtype).min)
     return F.cross_entropy(logits, target, reduction="none")
-
-
-def reduce(loss: torch.Tensor, reduction: Reduction) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    return loss.sum() if reduction == "sum" else loss

@@ -7,8 +7,8 @@ from typing import Any, Literal
 import torch
 
 from torchnce._common.checks import check_bool, check_choice
+from torchnce._common.types import Reduction, apply_reduction
 from torchnce._contrastive.core import (
-    Reduction,
     check_ids,
     check_keys,
     check_log_q,
@@ -20,7 +20,6 @@ from torchnce._contrastive.core import (
     id_mask,
     in_batch_mask,
     pair_scores,
-    reduce,
     softmax_loss,
 )
 
@@ -146,13 +145,13 @@ def info_nce_loss(
         )
         mask = in_batch_mask(qids, kids)
         loss = _in_batch(embed(q, normalize), embed(k, normalize), tau, lq, mask, symmetric)
-        return reduce(loss, reduction)
+        return apply_reduction(loss, reduction)
     if symmetric:
         raise ValueError("symmetric must be False with negative_keys (in-batch only), got True")
     _check_absent("with negative_keys (in-batch only)", query_ids=query_ids)
     n, nlq, mask = _negatives(q, negative_keys, mode, kids, negative_ids, negative_log_q)
     q, k, n = embed(q, normalize), embed(k, normalize), embed(n, normalize)
-    return reduce(_explicit(q, k, n, tau, lq, nlq, mask), reduction)
+    return apply_reduction(_explicit(q, k, n, tau, lq, nlq, mask), reduction)
 
 
 def _check_absent(form: str, **options: Any) -> None:

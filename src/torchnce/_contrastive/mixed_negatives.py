@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from torchnce._common.checks import check_bool
+from torchnce._common.types import Reduction, apply_reduction
 from torchnce._contrastive.core import (
-    Reduction,
     check_ids,
     check_keys,
     check_log_q,
@@ -20,7 +20,6 @@ from torchnce._contrastive.core import (
     embed,
     id_mask,
     in_batch_mask,
-    reduce,
     softmax_loss,
 )
 
@@ -131,4 +130,4 @@ def mixed_negatives_loss(
     correction = torch.cat([blq, slq + math.log(max(width, 1))])
     mask = columns([(in_batch_mask(qids, kids), batch), (sampled_mask, width)], batch)
     target = torch.arange(batch, device=q.device)
-    return reduce(softmax_loss(scores, target, tau, correction, mask), reduction)
+    return apply_reduction(softmax_loss(scores, target, tau, correction, mask), reduction)

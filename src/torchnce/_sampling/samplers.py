@@ -49,6 +49,13 @@ class CandidateSampler(torch.nn.Module, abc.ABC):
         the device of ``true_classes``, their tables follow ``.to(device)`` (keeping their
         dtypes), and learned counts are part of ``state_dict``. The distribution of the draws
         is TensorFlow's; its random stream is not reproduced.
+
+    Example:
+        >>> import torch, torchnce
+        >>> sampler: torchnce.CandidateSampler = torchnce.UniformSampler(10)
+        >>> out = sampler(torch.tensor([[3], [7]]), 4, generator=torch.Generator().manual_seed(0))
+        >>> out.sampled_candidates.shape, out.true_expected_count.shape
+        (torch.Size([4]), torch.Size([2, 1]))
     """
 
     range_max: int | None

@@ -34,8 +34,16 @@ from torchnce.distributed._sampled import sharded_sampled_loss
 
 
 class ShardedOutputLayer(nn.Module):
-    """Configuration, shard, sampler and process group shared by the sharded losses; a
-    concrete class names its loss in ``spec`` and documents the arguments."""
+    """The shared base of the sharded losses: configuration, shard, sampler, process group.
+
+    A concrete class names its loss in ``spec`` and documents the arguments; ``forward``
+    validates, draws the shared candidates and calls the sharded core.
+
+    Example:
+        >>> from torchnce.distributed import ShardedNCELoss, ShardedOutputLayer
+        >>> issubclass(ShardedNCELoss, ShardedOutputLayer), ShardedNCELoss.spec.name
+        (True, 'nce_loss')
+    """
 
     spec: ClassVar[LossSpec]
 

@@ -21,8 +21,20 @@ Timeout = float | datetime.timedelta
 
 
 class CollectiveError(RuntimeError):
-    """A collective of the sharded layer failed: a peer rank died, hung past the timeout, or
-    called a different step (every rank must run the same forward and backward calls)."""
+    """A collective of the sharded layer failed: a peer died, hung or ran another step.
+
+    Every rank must run the same forward and backward calls; the message names the collective
+    and the ranks involved.
+
+    Example:
+        >>> from torchnce.distributed import CollectiveError
+        >>> try:
+        ...     layer(inputs, labels)  # a peer rank has died  # doctest: +SKIP
+        ... except CollectiveError as error:
+        ...     print(error)  # doctest: +SKIP
+        >>> issubclass(CollectiveError, RuntimeError)
+        True
+    """
 
 
 def _as_timedelta(timeout: Timeout | None) -> datetime.timedelta | None:
