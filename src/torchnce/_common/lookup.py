@@ -159,18 +159,18 @@ def embedding_lookup(
     *,
     sparse_grad: bool = False,
 ) -> torch.Tensor:
-    """Look up rows of a (possibly sharded) table, as ``tf.compat.v1.nn.embedding_lookup``.
+    r"""Look up rows of a (possibly sharded) table, as ``tf.compat.v1.nn.embedding_lookup``.
 
     With ``P`` shards and ``N`` rows in all, id ``i`` lives in shard ``p`` at row ``r``:
 
     .. math::
 
-        \\text{mod}: p = i \\bmod P,\\ r = \\lfloor i / P \\rfloor \\qquad
-        \\text{div}: t = (N \\bmod P)(\\lfloor N/P \\rfloor + 1),\\
-        p = \\begin{cases} \\lfloor i / (\\lfloor N/P \\rfloor + 1) \\rfloor & i < t \\\\
-        N \\bmod P + \\lfloor (i - t) / \\lfloor N/P \\rfloor \\rfloor & i \\ge t \\end{cases}
+        \text{mod}: p = i \bmod P,\ r = \lfloor i / P \rfloor \qquad
+        \text{div}: t = (N \bmod P)(\lfloor N/P \rfloor + 1),\
+        p = \begin{cases} \lfloor i / (\lfloor N/P \rfloor + 1) \rfloor & i < t \\
+        N \bmod P + \lfloor (i - t) / \lfloor N/P \rfloor \rfloor & i \ge t \end{cases}
 
-    With ``max_norm`` = c each embedding e becomes :math:`e c / \\max(\\lVert e\\rVert, c)`.
+    With ``max_norm`` = c each embedding e becomes :math:`e c / \max(\lVert e\rVert, c)`.
 
     Args:
         params: a tensor ``[N, ...]`` or a Python list of shards in the canonical layout of

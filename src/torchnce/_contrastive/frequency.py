@@ -17,7 +17,7 @@ _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64 (Fibonacc
 
 @final
 class StreamingFrequencyEstimator(torch.nn.Module):
-    """Estimates each item's per-batch sampling probability from the stream of batches.
+    r"""Estimates each item's per-batch sampling probability from the stream of batches.
 
     Algorithm 2 of Yi et al.: two hash arrays, ``A`` (``last_step``, the step at which a bucket
     was last seen) and ``B`` (``gap``, a moving average of the number of steps between two
@@ -25,9 +25,9 @@ class StreamingFrequencyEstimator(torch.nn.Module):
     ``h = hash(y)`` of the batch once:
 
     .. math::
-        B_h \\leftarrow \\begin{cases} (1 - \\alpha) B_h + \\alpha (t - A_h) & A_h > 0 \\\\
-        t & A_h = 0 \\text{ (first sighting)} \\end{cases}, \\qquad A_h \\leftarrow t,
-        \\qquad \\hat p(y) = 1 / B_{\\operatorname{hash}(y)}
+        B_h \leftarrow \begin{cases} (1 - \alpha) B_h + \alpha (t - A_h) & A_h > 0 \\
+        t & A_h = 0 \text{ (first sighting)} \end{cases}, \qquad A_h \leftarrow t,
+        \qquad \hat p(y) = 1 / B_{\operatorname{hash}(y)}
 
     If an item appears in each batch independently with probability ``p``, the gaps are
     geometric with mean ``1 / p``; the first sighting's step ``t`` is one such gap counted from

@@ -43,21 +43,21 @@ def info_nce_loss(
     log_q: Any = None,
     negative_log_q: Any = None,
 ) -> torch.Tensor:
-    """InfoNCE (softmax cross-entropy over candidate keys) with in-batch or explicit negatives.
+    r"""InfoNCE (softmax cross-entropy over candidate keys) with in-batch or explicit negatives.
 
     With ``s(q, k)`` the cosine similarity (``normalize=True``) or the dot product, each row's
     positive ``k_i`` competes with the other rows' positives (``negative_keys`` None) or with
     explicit negatives ``n_m`` shared by the batch (``[M, D]``) or per example (``[B, M, D]``):
 
     .. math::
-        \\ell_{ij} = s(q_i, k_j) / \\tau - \\log q_j, \\qquad
-        L_i = -\\ell_{ii} + \\log \\sum_{j \\notin \\mathcal{M}_i} e^{\\ell_{ij}}
-        \\qquad \\text{(in-batch)}
+        \ell_{ij} = s(q_i, k_j) / \tau - \log q_j, \qquad
+        L_i = -\ell_{ii} + \log \sum_{j \notin \mathcal{M}_i} e^{\ell_{ij}}
+        \qquad \text{(in-batch)}
 
-        \\ell_{i0} = s(q_i, k_i) / \\tau - \\log q_i, \\quad
-        \\ell_{im} = s(q_i, n_{im}) / \\tau - \\log q^-_{im}, \\qquad
-        L_i = -\\ell_{i0} + \\log \\sum_{m \\notin \\mathcal{M}_i} e^{\\ell_{im}}
-        \\qquad \\text{(explicit)}
+        \ell_{i0} = s(q_i, k_i) / \tau - \log q_i, \quad
+        \ell_{im} = s(q_i, n_{im}) / \tau - \log q^-_{im}, \qquad
+        L_i = -\ell_{i0} + \log \sum_{m \notin \mathcal{M}_i} e^{\ell_{im}}
+        \qquad \text{(explicit)}
 
     The log-Q correction (Yi et al. 2019) *subtracts* ``log q``, the log-probability that the
     candidate was sampled: popular keys, over-represented among the negatives, are pushed down

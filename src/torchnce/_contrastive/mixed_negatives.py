@@ -38,7 +38,7 @@ def mixed_negatives_loss(
     key_ids: Any = None,
     sampled_ids: Any = None,
 ) -> torch.Tensor:
-    """Softmax over the ``B`` in-batch keys plus ``M`` keys sampled from the corpus (MNS).
+    r"""Softmax over the ``B`` in-batch keys plus ``M`` keys sampled from the corpus (MNS).
 
     Each row's positive ``k_i`` competes with the other rows' positives (drawn, in effect,
     from the training data's item distribution) and with ``M`` keys ``n_m`` shared by the
@@ -47,11 +47,11 @@ def mixed_negatives_loss(
     candidate's expected count in that source:
 
     .. math::
-        \\ell_{ij} = s(q_i, k_j) / \\tau - \\log p_j, \\qquad
-        \\ell_{i, B+m} = s(q_i, n_m) / \\tau - \\log (M q_m)
+        \ell_{ij} = s(q_i, k_j) / \tau - \log p_j, \qquad
+        \ell_{i, B+m} = s(q_i, n_m) / \tau - \log (M q_m)
 
-        L_i = -\\ell_{ii} + \\log \\sum_{c \\notin \\mathcal{M}_i} e^{\\ell_{ic}},
-        \\qquad c \\in \\{1, \\dots, B + M\\}
+        L_i = -\ell_{ii} + \log \sum_{c \notin \mathcal{M}_i} e^{\ell_{ic}},
+        \qquad c \in \{1, \dots, B + M\}
 
     where ``p_j`` is the probability that key j's item is in a batch (e.g. from
     :class:`StreamingFrequencyEstimator`, already on the per-batch scale) and ``q_m`` the

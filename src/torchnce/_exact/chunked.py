@@ -99,12 +99,12 @@ def _chunk_logits(
 
 
 def _softplus_sum(bits: torch.Tensor) -> torch.Tensor:
-    """``Σ_j softplus(ℓ_j)`` per row from base-2 logits ``y = ℓ·log₂e`` ``[B, n]``.
+    r"""``Σ_j softplus(ℓ_j)`` per row from base-2 logits ``y = ℓ·log₂e`` ``[B, n]``.
 
     .. math::
 
-        \\sum_j \\operatorname{softplus}(\\ell_j) = \\ln 2 \\sum_j \\max(y_j, 0)
-            + \\log\\Bigl(\\prod_j (1 + u_j)\\Bigr), \\qquad u_j = 2^{-|y_j|} = e^{-|\\ell_j|}
+        \sum_j \operatorname{softplus}(\ell_j) = \ln 2 \sum_j \max(y_j, 0)
+            + \log\Bigl(\prod_j (1 + u_j)\Bigr), \qquad u_j = 2^{-|y_j|} = e^{-|\ell_j|}
 
     with one ``log1p`` per group of 16 classes instead of one per class: the product minus one,
     ``q``, is merged pairwise as ``q_a + q_b + q_a q_b`` (all terms positive, so tiny ``u`` are

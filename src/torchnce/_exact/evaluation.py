@@ -57,11 +57,11 @@ def full_logits(
     inputs: torch.Tensor,
     partition_strategy: PartitionStrategy = "mod",
 ) -> torch.Tensor:
-    """All ``[B, C]`` logits, in global class order, for a table or a list of shards.
+    r"""All ``[B, C]`` logits, in global class order, for a table or a list of shards.
 
     .. math::
 
-        \\ell_{ic} = x_i \\cdot W_c + b_c, \\qquad c = 0, \\dots, C - 1
+        \ell_{ic} = x_i \cdot W_c + b_c, \qquad c = 0, \dots, C - 1
 
     where row ``c`` of ``W`` is found in the shards as :func:`embedding_lookup` finds it, so
     the columns are in global class order under "mod" as well as "div".
@@ -159,18 +159,18 @@ def nce_eval_loss(
     label_mask: torch.Tensor | None = None,
     padding_id: int | None = None,
 ) -> torch.Tensor:
-    """The full sigmoid loss over all classes, TensorFlow's documented evaluation of NCE.
+    r"""The full sigmoid loss over all classes, TensorFlow's documented evaluation of NCE.
 
     TensorFlow's ``nce_loss`` docstring evaluates with ``logits = matmul(inputs, Wᵀ) + b``,
     one-hot labels and ``sigmoid_cross_entropy_with_logits`` summed over the classes. With
     targets scaled like the training targets (``1/T`` per true class,
-    :math:`z_{ic} = \\#\\{t : y_{it} = c\\} / T`):
+    :math:`z_{ic} = \#\{t : y_{it} = c\} / T`):
 
     .. math::
 
-        L_i = \\sum_{c=0}^{C-1} \\log(1 + e^{\\ell_{ic}}) - \\ell_{ic} z_{ic}
-            = \\sum_{c=0}^{C-1} \\operatorname{softplus}(\\ell_{ic})
-              - \\frac{1}{T} \\sum_{t=1}^{T} \\ell_{i y_{it}}
+        L_i = \sum_{c=0}^{C-1} \log(1 + e^{\ell_{ic}}) - \ell_{ic} z_{ic}
+            = \sum_{c=0}^{C-1} \operatorname{softplus}(\ell_{ic})
+              - \frac{1}{T} \sum_{t=1}^{T} \ell_{i y_{it}}
 
     computed over chunks of ``chunk_size`` classes whose softplus sums add, so ``[B, C]`` is
     never held; the backward recomputes each chunk.
@@ -231,18 +231,18 @@ def sampled_softmax_eval_loss(
     label_mask: torch.Tensor | None = None,
     padding_id: int | None = None,
 ) -> torch.Tensor:
-    """The full softmax cross entropy over all classes, the evaluation of sampled softmax.
+    r"""The full softmax cross entropy over all classes, the evaluation of sampled softmax.
 
     With ``ℓ = x Wᵀ + b`` over all C classes and targets ``1/T`` per true class:
 
     .. math::
 
-        L_i = -\\sum_{c=0}^{C-1} z_{ic} \\log \\frac{e^{\\ell_{ic}}}{\\sum_k e^{\\ell_{ik}}}
-            = \\log \\sum_{c=0}^{C-1} e^{\\ell_{ic}} - \\frac{1}{T} \\sum_{t=1}^{T} \\ell_{i y_{it}}
+        L_i = -\sum_{c=0}^{C-1} z_{ic} \log \frac{e^{\ell_{ic}}}{\sum_k e^{\ell_{ik}}}
+            = \log \sum_{c=0}^{C-1} e^{\ell_{ic}} - \frac{1}{T} \sum_{t=1}^{T} \ell_{i y_{it}}
 
     computed over chunks of ``chunk_size`` classes whose log-sum-exps are merged online
-    (:math:`\\operatorname{lse}(a \\cup b) = \\operatorname{logaddexp}(\\operatorname{lse} a,
-    \\operatorname{lse} b)`); the backward recomputes each chunk.
+    (:math:`\operatorname{lse}(a \cup b) = \operatorname{logaddexp}(\operatorname{lse} a,
+    \operatorname{lse} b)`); the backward recomputes each chunk.
 
     Args:
         weights: ``[C, D]`` tensor or a Python list of shards laid out by ``partition_strategy``.
@@ -297,12 +297,12 @@ def top_k(
     *,
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` best classes of every row by full logit, without holding ``[B, C]``.
+    r"""The ``k`` best classes of every row by full logit, without holding ``[B, C]``.
 
     .. math::
 
-        \\operatorname{top}_k\\, \\{ (\\ell_{ic}, c) : c = 0, \\dots, C - 1 \\}, \\qquad
-        \\ell_{ic} = x_i \\cdot W_c + b_c
+        \operatorname{top}_k\, \{ (\ell_{ic}, c) : c = 0, \dots, C - 1 \}, \qquad
+        \ell_{ic} = x_i \cdot W_c + b_c
 
     found chunk by chunk with a running top-k merge.
 

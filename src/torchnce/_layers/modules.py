@@ -18,7 +18,7 @@ from torchnce._sampled.spec import NCE, NEGATIVE_SAMPLING, SAMPLED_SOFTMAX
 @final
 @fill_args
 class NCELoss(OutputLayer):
-    """An output layer trained with noise-contrastive estimation, evaluated exactly.
+    r"""An output layer trained with noise-contrastive estimation, evaluated exactly.
 
     Owns ``weight`` ``[C, D]`` and ``bias`` ``[C]`` (or ``num_shards`` shards of each, laid out
     by ``partition_strategy``) and a candidate ``sampler``. In training mode ``forward`` draws
@@ -27,10 +27,10 @@ class NCELoss(OutputLayer):
 
     .. math::
 
-        L^{\\text{train}}_i = \\sum_{j=1}^{T+S} \\operatorname{softplus}(\\ell_{ij})
-            - \\ell_{ij} z_{ij}, \\qquad
-        L^{\\text{eval}}_i = \\sum_{c=0}^{C-1} \\operatorname{softplus}(\\ell_{ic})
-            - \\frac{1}{T} \\sum_{t=1}^{T} \\ell_{i y_{it}}
+        L^{\text{train}}_i = \sum_{j=1}^{T+S} \operatorname{softplus}(\ell_{ij})
+            - \ell_{ij} z_{ij}, \qquad
+        L^{\text{eval}}_i = \sum_{c=0}^{C-1} \operatorname{softplus}(\ell_{ic})
+            - \frac{1}{T} \sum_{t=1}^{T} \ell_{i y_{it}}
 
     with the sampled logits ``ℓ = x·W + b − log Q`` and targets ``1/T`` in training, and the
     full logits ``ℓ = x Wᵀ + b`` in evaluation; ``reduction`` then averages, sums or keeps
@@ -90,7 +90,7 @@ class NCELoss(OutputLayer):
 @final
 @fill_args
 class SampledSoftmaxLoss(OutputLayer):
-    """An output layer trained with sampled softmax, evaluated with the exact full softmax.
+    r"""An output layer trained with sampled softmax, evaluated with the exact full softmax.
 
     Same parameters, sampler and modes as :class:`NCELoss`. In training mode ``forward``
     returns :func:`torchnce.sampled_softmax_loss`; in eval mode the exact full softmax cross
@@ -98,10 +98,10 @@ class SampledSoftmaxLoss(OutputLayer):
 
     .. math::
 
-        L^{\\text{train}}_i = -\\sum_{j=1}^{T+S} z_{ij}
-            \\log \\frac{e^{\\ell_{ij}}}{\\sum_k e^{\\ell_{ik}}}, \\qquad
-        L^{\\text{eval}}_i = \\log \\sum_{c=0}^{C-1} e^{\\ell_{ic}}
-            - \\frac{1}{T} \\sum_{t=1}^{T} \\ell_{i y_{it}}
+        L^{\text{train}}_i = -\sum_{j=1}^{T+S} z_{ij}
+            \log \frac{e^{\ell_{ij}}}{\sum_k e^{\ell_{ik}}}, \qquad
+        L^{\text{eval}}_i = \log \sum_{c=0}^{C-1} e^{\ell_{ic}}
+            - \frac{1}{T} \sum_{t=1}^{T} \ell_{i y_{it}}
 
     Args:
         num_classes: {layer_num_classes}
@@ -146,7 +146,7 @@ class SampledSoftmaxLoss(OutputLayer):
 @final
 @fill_args
 class NegativeSamplingLoss(OutputLayer):
-    """An output layer trained with word2vec's negative sampling, evaluated exactly.
+    r"""An output layer trained with word2vec's negative sampling, evaluated exactly.
 
     Same parameters, sampler and modes as :class:`NCELoss`. In training mode ``forward``
     returns :func:`torchnce.negative_sampling_loss` (NCE's logits without log-Q); in eval
@@ -155,8 +155,8 @@ class NegativeSamplingLoss(OutputLayer):
 
     .. math::
 
-        L^{\\text{train}}_i = \\sum_{j=1}^{T+S} \\operatorname{softplus}(\\ell_{ij})
-            - \\ell_{ij} z_{ij}, \\qquad \\ell = x \\cdot W + b
+        L^{\text{train}}_i = \sum_{j=1}^{T+S} \operatorname{softplus}(\ell_{ij})
+            - \ell_{ij} z_{ij}, \qquad \ell = x \cdot W + b
 
     NEG learns a shifted PMI rather than normalised probabilities (see
     :func:`torchnce.negative_sampling_loss`).

@@ -187,16 +187,16 @@ def compute_sampled_logits(
     label_mask: torch.Tensor | None = None,
     padding_id: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and targets of a sampled loss, as TensorFlow's ``_compute_sampled_logits``.
+    r"""Logits and targets of a sampled loss, as TensorFlow's ``_compute_sampled_logits``.
 
     With ``W`` the output embeddings, ``b`` the biases, ``x_i`` an input row, true classes
     ``y_{i1..iT}``, shared sampled candidates ``s_1..s_S`` and expected counts ``Q``:
 
     .. math::
 
-        \\ell_{it} = x_i \\cdot W_{y_{it}} + b_{y_{it}} - \\log Q(y_{it}), \\qquad
-        \\ell_{i,T+j} = x_i \\cdot W_{s_j} + b_{s_j} - \\log Q(s_j)
-        \\;\\; (-\\text{FLT\\_MAX if } s_j \\text{ is a removed hit of row } i)
+        \ell_{it} = x_i \cdot W_{y_{it}} + b_{y_{it}} - \log Q(y_{it}), \qquad
+        \ell_{i,T+j} = x_i \cdot W_{s_j} + b_{s_j} - \log Q(s_j)
+        \;\; (-\text{FLT\_MAX if } s_j \text{ is a removed hit of row } i)
 
     and targets ``1/T`` for the ``T`` true columns, 0 for the ``S`` sampled ones. The log-Q
     terms are dropped when ``subtract_log_q`` is False.

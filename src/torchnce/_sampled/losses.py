@@ -34,15 +34,15 @@ def nce_loss(
     label_mask: torch.Tensor | None = None,
     padding_id: int | None = None,
 ) -> torch.Tensor:
-    """Noise-contrastive estimation loss per example, as ``tf.compat.v1.nn.nce_loss``.
+    r"""Noise-contrastive estimation loss per example, as ``tf.compat.v1.nn.nce_loss``.
 
     With the logits ``ℓ`` and targets ``z`` of :func:`compute_sampled_logits` (log-Q subtracted,
     ``z = 1/T`` on the true columns and 0 on the sampled ones):
 
     .. math::
 
-        L_i = \\sum_{j=1}^{T+S} \\max(\\ell_{ij}, 0) - \\ell_{ij} z_{ij}
-              + \\log\\left(1 + e^{-|\\ell_{ij}|}\\right)
+        L_i = \sum_{j=1}^{T+S} \max(\ell_{ij}, 0) - \ell_{ij} z_{ij}
+              + \log\left(1 + e^{-|\ell_{ij}|}\right)
 
     The result is per example; reduce it yourself (TensorFlow's word2vec takes the mean).
 
@@ -123,13 +123,13 @@ def sampled_softmax_loss(
     label_mask: torch.Tensor | None = None,
     padding_id: int | None = None,
 ) -> torch.Tensor:
-    """Sampled softmax loss per example, as ``tf.compat.v1.nn.sampled_softmax_loss``.
+    r"""Sampled softmax loss per example, as ``tf.compat.v1.nn.sampled_softmax_loss``.
 
     With the logits ``ℓ`` and targets ``z`` of :func:`compute_sampled_logits` (log-Q subtracted):
 
     .. math::
 
-        L_i = -\\sum_{j=1}^{T+S} z_{ij} \\log \\frac{e^{\\ell_{ij}}}{\\sum_k e^{\\ell_{ik}}}
+        L_i = -\sum_{j=1}^{T+S} z_{ij} \log \frac{e^{\ell_{ij}}}{\sum_k e^{\ell_{ik}}}
 
     Args:
         weights: {weights}
@@ -205,7 +205,7 @@ def negative_sampling_loss(
     label_mask: torch.Tensor | None = None,
     padding_id: int | None = None,
 ) -> torch.Tensor:
-    """Negative-sampling loss per example (word2vec's NEG): NCE without the log-Q correction.
+    r"""Negative-sampling loss per example (word2vec's NEG): NCE without the log-Q correction.
 
     With the logits of :func:`compute_sampled_logits` *without* log-Q,
     ``ℓ_ij = x_i·W_j + b_j``, and the same targets as :func:`nce_loss` (``1/T`` on the true
@@ -213,9 +213,9 @@ def negative_sampling_loss(
 
     .. math::
 
-        L_i = \\sum_{j=1}^{T+S} \\operatorname{softplus}(\\ell_{ij}) - z_{ij} \\ell_{ij}
-            \\;\\overset{T=1}{=}\\; -\\log \\sigma(\\ell_{iy})
-              - \\sum_{s=1}^{S} \\log \\sigma(-\\ell_{is})
+        L_i = \sum_{j=1}^{T+S} \operatorname{softplus}(\ell_{ij}) - z_{ij} \ell_{ij}
+            \;\overset{T=1}{=}\; -\log \sigma(\ell_{iy})
+              - \sum_{s=1}^{S} \log \sigma(-\ell_{is})
 
     NCE classifies data against noise with the logit ``ℓ − log Q`` (``Q ≈ k·q``, with ``k``
     samples from the noise ``q``), so its classifier is ``p_θ / (p_θ + k q)``: NCE is a

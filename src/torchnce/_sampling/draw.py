@@ -192,12 +192,12 @@ def true_divide_(x: torch.Tensor, divisor: float) -> torch.Tensor:
 
 
 def expected_count(p: torch.Tensor, num_tries: int, num_sampled: int) -> torch.Tensor:
-    """TensorFlow's ``ExpectedCountHelper`` in float32 (tf-semantics.md §6.4).
+    r"""TensorFlow's ``ExpectedCountHelper`` in float32 (tf-semantics.md §6.4).
 
     .. math::
-        Q = \\begin{cases} p·S & \\text{num\\_tries} = S \\\\
-        -\\operatorname{expm1}(\\text{num\\_tries}·\\operatorname{log1p}(-p)) & \\text{otherwise}
-        \\end{cases}
+        Q = \begin{cases} p·S & \text{num\_tries} = S \\
+        -\operatorname{expm1}(\text{num\_tries}·\operatorname{log1p}(-p)) & \text{otherwise}
+        \end{cases}
 
     (Out-of-place transcendental ops: torch 2.13's in-place ``log_`` on small float64
     tensors can stall for milliseconds when the CPU is shared.)

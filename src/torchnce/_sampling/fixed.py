@@ -32,11 +32,11 @@ from torchnce._sampling.unique import UniquePlan, unique_plan
 
 @final
 class FixedUnigramSampler(CandidateSampler):
-    """Classes drawn with fixed weights ``u**distortion`` (word2vec's unigram^0.75 table).
+    r"""Classes drawn with fixed weights ``u**distortion`` (word2vec's unigram^0.75 table).
 
     .. math::
-        w_k = \\operatorname{powf}(u_k, \\text{distortion}), \\qquad
-        P(k) = w_k / \\textstyle\\sum_j w_j
+        w_k = \operatorname{powf}(u_k, \text{distortion}), \qquad
+        P(k) = w_k / \textstyle\sum_j w_j
 
     in float32 with TensorFlow's float32 running total. The weights ``u`` come from
     ``unigrams`` or from ``vocab_file`` (the last comma-separated field of each non-empty

@@ -33,11 +33,11 @@ from torchnce._sampling.unique import Draw, UniquePlan, unique_plan
 
 @final
 class LearnedUnigramSampler(CandidateSampler):
-    """Classes drawn in proportion to how often they have been seen as true classes.
+    r"""Classes drawn in proportion to how often they have been seen as true classes.
 
     .. math::
-        P(k) = \\operatorname{fl32}(w_k) / \\operatorname{fl32}(W), \\qquad
-        w_k = 1 + \\#\\{\\text{true classes so far equal to } k\\}, \\quad W = \\textstyle\\sum w
+        P(k) = \operatorname{fl32}(w_k) / \operatorname{fl32}(W), \qquad
+        w_k = 1 + \#\{\text{true classes so far equal to } k\}, \quad W = \textstyle\sum w
 
     Every ``sample`` draws and computes the expected counts with the weights *before* the
     batch, then adds the batch's true classes (row-major; only while ``W < 2³¹ − 1``).

@@ -35,11 +35,11 @@ def uniform_candidate_sampler(
     *,
     generator: torch.Generator | None = None,
 ) -> SampledValues:
-    """Sample classes uniformly from ``[0, range_max)``.
+    r"""Sample classes uniformly from ``[0, range_max)``.
 
     .. math::
-        P(k) = 1 / \\text{range\\_max}, \\qquad
-        Q = P·S \\text{ or } 1 - (1 - P)^{\\text{num\\_tries}}
+        P(k) = 1 / \text{range\_max}, \qquad
+        Q = P·S \text{ or } 1 - (1 - P)^{\text{num\_tries}}
 
     ``P`` is ``fl32(1 / range_max)``; ``Q`` (the expected counts) is ``P·S`` when the draw
     needed no rejection (always with ``unique=False``), else ``-expm1(num_tries·log1p(-P))``,
@@ -92,10 +92,10 @@ def log_uniform_candidate_sampler(
     *,
     generator: torch.Generator | None = None,
 ) -> SampledValues:
-    """Sample classes from a log-uniform (Zipfian) distribution over ``[0, range_max)``.
+    r"""Sample classes from a log-uniform (Zipfian) distribution over ``[0, range_max)``.
 
     .. math::
-        P(k) = \\frac{\\log(k + 2) - \\log(k + 1)}{\\log(\\text{range\\_max} + 1)}
+        P(k) = \frac{\log(k + 2) - \log(k + 1)}{\log(\text{range\_max} + 1)}
 
     computed as TensorFlow does, ``fl32(log((k + 2) / (k + 1)) / log1p(range_max))`` in double.
     This suits classes sorted by decreasing frequency; it is the default sampler of the losses.

@@ -31,15 +31,15 @@ from torchnce._sampling.draw import (
 
 
 class CandidateSampler(torch.nn.Module, abc.ABC):
-    """A distribution over class ids ``[0, range_max)`` that draws negatives for sampled losses.
+    r"""A distribution over class ids ``[0, range_max)`` that draws negatives for sampled losses.
 
     ``sample`` returns TensorFlow's ``(sampled_candidates, true_expected_count,
     sampled_expected_count)``: ``S`` ids shared by the whole batch and the expected number of
     times each true and each sampled class appears in the sample,
 
     .. math::
-        Q(k) = \\begin{cases} P(k)·S & \\text{no rejection (always when not unique)} \\\\
-        1 - (1 - P(k))^{\\text{num\\_tries}} & \\text{otherwise} \\end{cases}
+        Q(k) = \begin{cases} P(k)·S & \text{no rejection (always when not unique)} \\
+        1 - (1 - P(k))^{\text{num\_tries}} & \text{otherwise} \end{cases}
 
     in float32, where ``num_tries`` counts every draw of TensorFlow's rejection loop.
     Calling the module is the same as calling ``sample``.

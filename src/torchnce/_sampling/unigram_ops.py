@@ -37,11 +37,11 @@ def learned_unigram_candidate_sampler(
     generator: torch.Generator | None = None,
     sampler: LearnedUnigramSampler | None = None,
 ) -> SampledValues:
-    """Sample classes in proportion to how often they were seen as true classes.
+    r"""Sample classes in proportion to how often they were seen as true classes.
 
     .. math::
-        P(k) = \\operatorname{fl32}(w_k) / \\operatorname{fl32}(W), \\qquad
-        w_k = 1 + \\#\\{\\text{earlier true classes equal to } k\\}
+        P(k) = \operatorname{fl32}(w_k) / \operatorname{fl32}(W), \qquad
+        w_k = 1 + \#\{\text{earlier true classes equal to } k\}
 
     The draw and the expected counts use the weights before this call; this batch's true
     classes are added after. See ``LearnedUnigramSampler``.
@@ -118,10 +118,10 @@ def fixed_unigram_candidate_sampler(
     *,
     generator: torch.Generator | None = None,
 ) -> SampledValues:
-    """Sample classes with fixed weights ``powf(u, distortion)`` from a list or a vocab file.
+    r"""Sample classes with fixed weights ``powf(u, distortion)`` from a list or a vocab file.
 
     .. math::
-        P(k) = w_k / \\textstyle\\sum_j w_j, \\qquad w_k = u_k^{\\text{distortion}}
+        P(k) = w_k / \textstyle\sum_j w_j, \qquad w_k = u_k^{\text{distortion}}
 
     in float32 with TensorFlow's float32 running total; reserved ids have weight 0; with
     shards the ids are shard-local. See ``FixedUnigramSampler`` for the rules.

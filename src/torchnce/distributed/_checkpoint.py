@@ -26,12 +26,12 @@ _SHARD_KEY = re.compile(r"^(weight|bias)\.(\d+)$")
 def shard_ids(
     num_classes: int, rank: int, world_size: int, partition_strategy: PartitionStrategy = "mod"
 ) -> torch.Tensor:
-    """The global class ids whose rows rank ``rank`` of ``world_size`` holds, in row order.
+    r"""The global class ids whose rows rank ``rank`` of ``world_size`` holds, in row order.
 
     .. math::
 
-        \\text{mod}: \\{ r, r + P, r + 2P, \\dots \\} \\qquad
-        \\text{div}: [o_r, o_r + n_r), \\; n_p = \\lfloor C/P \\rfloor + [p < C \\bmod P]
+        \text{mod}: \{ r, r + P, r + 2P, \dots \} \qquad
+        \text{div}: [o_r, o_r + n_r), \; n_p = \lfloor C/P \rfloor + [p < C \bmod P]
 
     (``o_r`` the rows of the ranks before ``r``), TensorFlow's ``embedding_lookup`` layout.
 

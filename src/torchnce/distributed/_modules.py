@@ -14,7 +14,7 @@ from torchnce.distributed._base import ShardedOutputLayer
 
 @final
 class ShardedNCELoss(ShardedOutputLayer):
-    """:class:`torchnce.NCELoss` with its classes sharded over the ranks of a process group.
+    r""":class:`torchnce.NCELoss` with its classes sharded over the ranks of a process group.
 
     Rank ``r`` owns the rows of the classes ``shard_ids(C, r, P, partition_strategy)``
     (TensorFlow's "mod" or "div" layout, uneven shards included) and its own batch
@@ -25,10 +25,10 @@ class ShardedNCELoss(ShardedOutputLayer):
 
     .. math::
 
-        \\sum_{r=0}^{P-1} L^{(r)} = \\texttt{nce\\_loss}(W, b, Y, X, S, C, T)
-            \\text{ reduced}, \\qquad
-        \\frac{\\partial}{\\partial W_r}, \\frac{\\partial}{\\partial x_r}
-            \\text{ equal the single-process gradients}
+        \sum_{r=0}^{P-1} L^{(r)} = \texttt{nce\_loss}(W, b, Y, X, S, C, T)
+            \text{ reduced}, \qquad
+        \frac{\partial}{\partial W_r}, \frac{\partial}{\partial x_r}
+            \text{ equal the single-process gradients}
 
     in training mode, and the exact full sigmoid loss :func:`torchnce.nce_eval_loss` of the
     rank's rows in eval mode (partial softplus sums of every shard, added).
@@ -79,7 +79,7 @@ class ShardedNCELoss(ShardedOutputLayer):
 
 @final
 class ShardedSampledSoftmaxLoss(ShardedOutputLayer):
-    """:class:`torchnce.SampledSoftmaxLoss` with its classes sharded over the ranks.
+    r""":class:`torchnce.SampledSoftmaxLoss` with its classes sharded over the ranks.
 
     Same shards, candidates, arguments and exchange as :class:`ShardedNCELoss`; the loss of
     each row is :func:`torchnce.sampled_softmax_loss` in training mode and the exact full
@@ -88,9 +88,9 @@ class ShardedSampledSoftmaxLoss(ShardedOutputLayer):
 
     .. math::
 
-        \\log \\sum_{c=0}^{C-1} e^{\\ell_{ic}}
-            = \\operatorname{logsumexp}_{p} \\Bigl( \\log \\sum_{c \\in \\text{shard } p}
-              e^{\\ell_{ic}} \\Bigr)
+        \log \sum_{c=0}^{C-1} e^{\ell_{ic}}
+            = \operatorname{logsumexp}_{p} \Bigl( \log \sum_{c \in \text{shard } p}
+              e^{\ell_{ic}} \Bigr)
 
     Args:
         num_classes: C.
