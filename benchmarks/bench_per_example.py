@@ -1,6 +1,6 @@
 """Per-example negatives against shared ones: one forward + backward of ``nce_loss``.
 
-(B, D, S) = (1024, 128, 64) over C = 1e5 classes (issue 5), plus word2vec's shape
+(B, D, S) = (1024, 128, 64) over C = 1e5 classes, plus word2vec's shape
 (B, D, S) = (1024, 100, 5). Shared: ``S`` candidates for the whole batch (TensorFlow's layout,
 one ``[B, D] × [D, S]`` matmul). Per example: ``S`` candidates per row, ``[B, S]`` (one batched
 gather of ``[B, S, D]`` rows, batched dots). Both with given sampled values (the sampler is

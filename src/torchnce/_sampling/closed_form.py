@@ -1,7 +1,7 @@
 """Closed-form distributions: uniform and log-uniform (Zipfian) over ``[0, range_max)``.
 
 Draws are O(1) per id with no table, so their cost does not depend on ``range_max``.
-Probabilities follow TensorFlow exactly (tf-semantics.md §6.5–§6.6).
+Probabilities follow TensorFlow exactly (docs/tf-semantics.md §6.5–§6.6).
 """
 
 from __future__ import annotations

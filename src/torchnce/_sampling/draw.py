@@ -3,7 +3,7 @@
 A sampler is described by two functions: ``draw(n)``, which returns ``n`` independent ids from
 its distribution, and ``probability(ids)``, TensorFlow's float32 ``P(id)``. This module turns them
 into TensorFlow's ``(sampled_candidates, true_expected_count, sampled_expected_count)``
-(tf-semantics.md §6.3–§6.4):
+(docs/tf-semantics.md §6.3–§6.4):
 
 * ``unique=False``: ``S`` independent draws, ``num_tries = S``.
 * ``unique=True``: the result of TensorFlow's sequential rejection loop, computed on blocks
@@ -192,7 +192,7 @@ def true_divide_(x: torch.Tensor, divisor: float) -> torch.Tensor:
 
 
 def expected_count(p: torch.Tensor, num_tries: int, num_sampled: int) -> torch.Tensor:
-    r"""TensorFlow's ``ExpectedCountHelper`` in float32 (tf-semantics.md §6.4).
+    r"""TensorFlow's ``ExpectedCountHelper`` in float32 (docs/tf-semantics.md §6.4).
 
     .. math::
         Q = \begin{cases} p·S & \text{num\_tries} = S \\
@@ -235,7 +235,7 @@ def sample_values(
     probability: Probability | float,
     plan: Callable[[], UniquePlan],
 ) -> SampledValues:
-    """Draw ``num_sampled`` candidates and both expected counts (tf-semantics.md §6.3–§6.4).
+    """Draw ``num_sampled`` candidates and both expected counts (docs/tf-semantics.md §6.3–§6.4).
 
     ``probability`` is a function of the ids, or one float32 value when every id has it.
     """

@@ -61,7 +61,7 @@ class FixedUnigramSampler(CandidateSampler):
 
     Note:
         Like TensorFlow, with shards the unigrams start at word id = the number of reserved
-        ids *in this shard* (not ``num_reserved_ids``; TensorFlow's quirk, tf-semantics.md
+        ids *in this shard* (not ``num_reserved_ids``; TensorFlow's quirk, docs/tf-semantics.md
         §6.8). Unlike TensorFlow, negative weights and an all-zero shard are errors (TensorFlow
         returns negative or NaN counts), and ``unique=True`` with more samples than non-zero
         weights is an error (TensorFlow loops forever). The table is rebuilt from the
@@ -155,7 +155,8 @@ def _fixed_weights(
     shard: int,
     unigrams: torch.Tensor | Sequence[float],
 ) -> tuple[torch.Tensor, float]:
-    """Validate the fixed-unigram configuration and build its weights (tf-semantics.md §6.8)."""
+    """Validate the fixed-unigram configuration and build its weights (docs/tf-semantics.md
+    §6.8)."""
     distortion = check_distortion(distortion)
     num_reserved_ids = check_int("num_reserved_ids", num_reserved_ids, minimum=0)
     num_shards = check_int("num_shards", num_shards, minimum=1)

@@ -1,7 +1,7 @@
 """Per-example negatives: ``S`` candidates drawn independently for every row of a batch.
 
 Row ``b`` gets what TensorFlow's unique sampler would return for that row alone
-(tf-semantics.md §6.3–§6.4): the first ``S`` distinct ids of its own stream of independent
+(docs/tf-semantics.md §6.3–§6.4): the first ``S`` distinct ids of its own stream of independent
 draws, in first-seen order, and expected counts from its own ``num_tries``. All rows are drawn
 at once: a ``[B, N]`` block of draws, first occurrences found by a sort along each row, and a
 further block only for the (rare) rows with fewer than ``S`` distinct ids; the result is the

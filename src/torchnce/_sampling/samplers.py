@@ -248,7 +248,7 @@ class AllCandidateSampler(CandidateSampler):
 
 
 def all_values(tc: torch.Tensor, num_sampled: int) -> SampledValues:
-    """Candidates ``0..S-1`` and expected counts of 1 (tf-semantics.md §6.9)."""
+    """Candidates ``0..S-1`` and expected counts of 1 (docs/tf-semantics.md §6.9)."""
     return SampledValues(
         torch.arange(num_sampled, device=tc.device),
         torch.ones(tc.shape, dtype=torch.float32, device=tc.device),

@@ -61,7 +61,9 @@ def unigram_weights(
     num_shards: int,
     shard: int,
 ) -> tuple[torch.Tensor, float]:
-    """TensorFlow's shard-local float32 weight vector and its float32 running total (§6.8).
+    """TensorFlow's shard-local float32 weight vector and its float32 running total.
+
+    The rules are those of docs/tf-semantics.md §6.8.
 
     Reserved ids of this shard get weight 0; the unigrams follow, starting (TensorFlow's
     quirk) at word id = the number of reserved ids *in this shard*; each kept unigram ``u``

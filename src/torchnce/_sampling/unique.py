@@ -1,4 +1,6 @@
-"""Sampling without replacement: TensorFlow's rejection loop, vectorised (tf-semantics.md §6.3).
+"""Sampling without replacement: TensorFlow's rejection loop, vectorised.
+
+The loop is described in docs/tf-semantics.md §6.3.
 
 TensorFlow draws one id at a time until ``S`` distinct ids have been seen, keeps them in
 first-seen order and counts every draw in ``num_tries``. Here the draws come in blocks of
