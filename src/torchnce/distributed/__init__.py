@@ -5,6 +5,8 @@ Each rank owns the shard of the output embeddings that TensorFlow's ``partition_
 gradients, the exact full losses and ``top_k`` equal those of the single-process layer on the
 concatenated batch. The same code runs on gloo (CPU) and NCCL (GPU). See docs/distributed.md
 for the exchange and its traffic per step.
+
+May import: every private stage of torchnce (it reuses the layers' checks); never the app.
 """
 
 from torchnce.distributed._base import ShardedOutputLayer
