@@ -84,6 +84,11 @@ def check_settings(
     )
 
 
+def settings_of(layer: Any) -> Settings:
+    """A layer's current settings, read from its attributes of the same names."""
+    return Settings(*(getattr(layer, name) for name in Settings._fields))
+
+
 def check_sampler(sampler: Any, num_classes: int, num_sampled: int) -> CandidateSampler:
     """The layer's sampler (``LogUniformSampler(C)`` for None), able to draw ``S`` unique
     candidates among the C classes."""
@@ -222,9 +227,7 @@ class OutputLayer(nn.Module):
     def settings(self) -> Settings:
         """The configuration as the checks take it (read at every call, so that a setting
         changed after construction is the one used)."""
-        return Settings(self.num_classes, self.embedding_dim, self.num_sampled, self.num_true,
-                        self.remove_accidental_hits, self.partition_strategy, self.sparse_grad,
-                        self.reduction)
+        return settings_of(self)
 
     def reset_parameters(self) -> None:
         """TensorFlow word2vec's initialisation: weights from a normal with std ``1/√D``

@@ -71,9 +71,12 @@ def _table_grad(
 
 
 class Workspace:
-    """Output buffers reused by repeated :func:`sampled_loss_grads` calls: the ``[N, D]``
-    gathered rows and row gradients stay in cache and skip the allocator (about 8% more
-    word2vec words/s on CPU). What a call returns lives in them until the next call."""
+    """Output buffers reused by repeated :func:`sampled_loss_grads` calls.
+
+    The ``[N, D]`` gathered rows and row gradients stay in cache and skip the allocator (about
+    8% more word2vec words/s on CPU: benchmarks/README.md, word2vec section). What a call
+    returns lives in them until the next call.
+    """
 
     def __init__(self) -> None:
         self._flat: dict[str, torch.Tensor] = {}
@@ -293,8 +296,10 @@ def sampled_loss_grads(
     """The per-example loss of :func:`fused_sampled_loss` on one unsharded table and ``scale``
     times its gradients, computed by the same code as the autograd node's forward and
     backward, for callers that apply sparse updates themselves (word2vec's SGD with
-    ``scale = -lr``): no graph, no sparse tensor, about 0.2 ms less per call on CPU. With a
-    ``workspace`` the returned ``rows`` live in its buffers until the next call.
+    ``scale = -lr``): no graph and no sparse tensor, which saved about 0.2 ms per call on the
+    project's 2-vCPU machine (torch 2.13.0, 2026-11-23; benchmarks/README.md, word2vec
+    section). With a ``workspace`` the returned ``rows`` live in its buffers until the next
+    call.
     """
     ids = all_ids(classes)
     log_qs = log_q(classes, inputs.dtype) if spec.subtract_log_q else None

@@ -55,7 +55,8 @@ def example_logits(
     ``[B, K, D]`` and ``bias_rows`` ``[B, K]``.
 
     Computed as ``[1, D] × [D, K]`` per row: on CPU that batched product is 2–6× faster than
-    the equal ``[K, D] × [D, 1]`` one (measured at K = 6 and 65).
+    the equal ``[K, D] × [D, 1]`` one (measured at K = 6 and 65 on the project's 2-vCPU
+    machine, torch 2.13.0, November 2026).
     """
     x, rows_t = inputs.unsqueeze(1), rows.transpose(1, 2)
     if bias_rows is None:

@@ -23,6 +23,7 @@ from torchnce._layers.base import (
     check_sampler,
     check_settings,
     layer_classes,
+    settings_of,
 )
 from torchnce._sampled.problem import Classes, check_inputs
 from torchnce._sampled.spec import LossSpec
@@ -88,9 +89,7 @@ class ShardedOutputLayer(nn.Module):
     @property
     def settings(self) -> Settings:
         """The configuration as the checks take it (read at every call)."""
-        return Settings(self.num_classes, self.embedding_dim, self.num_sampled, self.num_true,
-                        self.remove_accidental_hits, self.partition_strategy, self.sparse_grad,
-                        self.reduction)
+        return settings_of(self)
 
     @property
     def rank(self) -> int:
