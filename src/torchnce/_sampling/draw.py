@@ -168,7 +168,8 @@ def search_right(sorted_values: torch.Tensor, queries: torch.Tensor) -> torch.Te
 
     torch parallelises searchsorted from 200 queries on; on a CPU shared with other work its
     threads' barrier then stalls for milliseconds (measured on the project's 2-vCPU machine,
-    torch 2.13.0, November 2026: 8 ms for 1,200 queries when busy, 36 µs in chunks), for little gain on a few thousand queries.
+    torch 2.13.0, November 2026: 8 ms for 1,200 queries when busy, 36 µs in chunks), for
+    little gain on a few thousand queries.
     """
     serial = queries.device.type != "cpu" or torch.get_num_threads() == 1
     if serial or queries.numel() <= _SEARCH_CHUNK:
