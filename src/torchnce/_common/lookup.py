@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from torchnce._common.checks import as_int_tensor, check_choice, check_ids_in_range
-from torchnce._common.types import STRATEGIES, PartitionStrategy
+from torchnce._common.types import STRATEGIES, PartitionStrategy, Table
 
 
 def as_shards(name: str, params: Any, *, matrix: bool = False) -> list[torch.Tensor]:
@@ -151,7 +151,7 @@ def clip_rows(rows: torch.Tensor, max_norm: float, id_rank: int) -> torch.Tensor
 
 
 def embedding_lookup(
-    params: torch.Tensor | list[torch.Tensor],
+    params: Table,
     ids: Any,
     partition_strategy: PartitionStrategy = "mod",
     name: str | None = None,

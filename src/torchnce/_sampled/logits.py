@@ -9,7 +9,7 @@ import torch
 from torchnce._common.docs import fill_args
 from torchnce._common.labels import true_targets
 from torchnce._common.lookup import lookup
-from torchnce._common.types import PartitionStrategy
+from torchnce._common.types import PartitionStrategy, Table
 from torchnce._sampled.hits import FLT_MAX
 from torchnce._sampled.problem import Classes, Problem, prepare
 
@@ -168,8 +168,8 @@ def targets_of(problem: Problem) -> torch.Tensor:
 
 @fill_args
 def compute_sampled_logits(
-    weights: torch.Tensor | list[torch.Tensor],
-    biases: torch.Tensor | list[torch.Tensor] | None,
+    weights: Table,
+    biases: Table | None,
     labels: Any,
     inputs: torch.Tensor,
     num_sampled: int,

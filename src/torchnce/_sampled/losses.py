@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from torchnce._common.docs import fill_args
-from torchnce._common.types import PartitionStrategy
+from torchnce._common.types import PartitionStrategy, Table
 from torchnce._sampled.fused import fused_sampled_loss
 from torchnce._sampled.problem import prepare
 from torchnce._sampled.spec import NCE, NEGATIVE_SAMPLING, SAMPLED_SOFTMAX
@@ -15,8 +15,8 @@ from torchnce._sampled.spec import NCE, NEGATIVE_SAMPLING, SAMPLED_SOFTMAX
 
 @fill_args
 def nce_loss(
-    weights: torch.Tensor | list[torch.Tensor],
-    biases: torch.Tensor | list[torch.Tensor] | None,
+    weights: Table,
+    biases: Table | None,
     labels: Any,
     inputs: torch.Tensor,
     num_sampled: int,
@@ -104,8 +104,8 @@ def nce_loss(
 
 @fill_args
 def sampled_softmax_loss(
-    weights: torch.Tensor | list[torch.Tensor],
-    biases: torch.Tensor | list[torch.Tensor] | None,
+    weights: Table,
+    biases: Table | None,
     labels: Any,
     inputs: torch.Tensor,
     num_sampled: int,
@@ -186,8 +186,8 @@ def sampled_softmax_loss(
 
 @fill_args
 def negative_sampling_loss(
-    weights: torch.Tensor | list[torch.Tensor],
-    biases: torch.Tensor | list[torch.Tensor] | None,
+    weights: Table,
+    biases: Table | None,
     labels: Any,
     inputs: torch.Tensor,
     num_sampled: int,
