@@ -1,6 +1,6 @@
 """The package's rooms keep to their doors: each subpackage imports only what its docstring
 allows (the stages form a chain with no cycle), and the app reaches the library only through
-the public API and its one internal entry point."""
+the public API and its two internal entry points: the graph-free step and its native twin."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ ALLOWED = {  # subpackage -> the torchnce subpackages it may import
     "_exact": {"_common", "_sampled", "_exact"},
     "_layers": {"_common", "_sampling", "_sampled", "_exact", "_layers"},
     "_contrastive": {"_common", "_sampling", "_contrastive"},
+    "_native": {"_common", "_native"},
     "distributed": {"_common", "_sampling", "_sampled", "_exact", "_layers", "distributed"},
 }
-APP_ENTRY_POINTS = {"torchnce", "torchnce.distributed", "torchnce._sampled.step"}
+APP_ENTRY_POINTS = {"torchnce", "torchnce.distributed", "torchnce._sampled.step",
+                    "torchnce._native.word2vec"}
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
 

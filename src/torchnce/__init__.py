@@ -44,6 +44,9 @@ from torchnce._exact.evaluation import (
     top_k,
 )
 
+# The native CPU kernels: which path runs, and why.
+from torchnce._native.build import NativeStatus, native_available
+
 # Contrastive retrieval losses with log-Q correction.
 from torchnce._contrastive.frequency import StreamingFrequencyEstimator
 from torchnce._contrastive.info_nce import info_nce_loss
@@ -61,6 +64,7 @@ __all__ = [
     "LearnedUnigramSampler",
     "LogUniformSampler",
     "NCELoss",
+    "NativeStatus",
     "NegativeSamplingLoss",
     "SampledSoftmaxLoss",
     "SampledValues",
@@ -76,6 +80,7 @@ __all__ = [
     "learned_unigram_candidate_sampler",
     "log_uniform_candidate_sampler",
     "mixed_negatives_loss",
+    "native_available",
     "nce_eval_loss",
     "nce_loss",
     "negative_sampling_loss",

@@ -244,7 +244,7 @@ def test_bad_option_value_exits_2(capsys, option, value, message):
 
 def test_ctrl_c_saves_what_was_trained(corpus, tmp_path, monkeypatch):
     calls = []
-    step = Word2Vec.step
+    step = Word2Vec.train_batches
 
     def interrupted(self, *args):
         calls.append(1)
@@ -252,8 +252,8 @@ def test_ctrl_c_saves_what_was_trained(corpus, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return step(self, *args)
 
-    monkeypatch.setattr(Word2Vec, "step", interrupted)
-    status, out = run(["--corpus", str(corpus), "--batch-size", "16"], tmp_path)
+    monkeypatch.setattr(Word2Vec, "train_batches", interrupted)
+    status, out = run(["--corpus", str(corpus), "--batch-size", "1"], tmp_path)
     assert status == 130
     assert read_word2vec(out / "vectors.txt")[0][0] == "the"
 
@@ -281,7 +281,7 @@ def test_worker_failure_is_reported_with_its_traceback(corpus, monkeypatch):
     def broken(self, *args):
         raise ValueError("boom in a worker")
 
-    monkeypatch.setattr(Word2Vec, "step", broken)
+    monkeypatch.setattr(Word2Vec, "train_batches", broken)
     config = Word2VecConfig(dim=8, epochs=1, threads=2, min_count=1)
     trainer = Trainer(load_corpus(corpus, 1), config)
     with pytest.raises(WorkerError, match="boom in a worker"):

@@ -19,7 +19,8 @@ from typing import Literal
 
 import torch
 
-from torchnce import CandidateSampler, FixedUnigramSampler, LogUniformSampler
+from torchnce import CandidateSampler, FixedUnigramSampler, LogUniformSampler, native_available
+from torchnce._native.word2vec import word2vec_batches
 from torchnce._sampled.step import Classes, GraphFreeStep
 from torchnce.app.word2vec.corpus import Corpus, cbow_windows, skipgram_pairs
 
@@ -78,7 +79,8 @@ class Word2Vec:
     ``output_vectors`` (the loss's ``weights``) start at zero, as in word2vec.
     """
 
-    def __init__(self, corpus: Corpus, config: Word2VecConfig, *, shared: bool = False) -> None:
+    def __init__(self, corpus: Corpus, config: Word2VecConfig, *, shared: bool = False,
+                 native: bool | None = None) -> None:
         gen = torch.Generator().manual_seed(config.seed)
         size, dim = len(corpus.words), config.dim
         self.config, self.num_classes = config, size
@@ -88,6 +90,9 @@ class Word2Vec:
         self.output_vectors = self._table(size, dim, shared)
         self.sampler = make_sampler(corpus, config)
         self.loss = GraphFreeStep(LOSSES[config.loss], self.output_vectors)
+        # The native kernel where it builds (checked before any worker forks), else the pure
+        # step; native=False forces the pure one.
+        self.native = native_available().available if native is None else native
 
     def _table(self, rows: int, cols: int, shared: bool) -> torch.Tensor:
         """A zero float32 table; with ``shared``, in anonymous shared memory, so that worker
@@ -132,6 +137,30 @@ class Word2Vec:
             self.input_vectors.index_add_(0, inputs_ids[mask], step_rows[mask])
         self.output_vectors.index_add_(0, grads.ids, grads.rows)
         return float(grads.loss.sum())
+
+
+    def train_batches(self, inputs_ids: torch.Tensor, mask: torch.Tensor | None,
+                      classes: Classes, lrs: list[float]) -> float:
+        """Consecutive batches of ``batch_size`` examples, batch ``b`` at rate ``lrs[b]``;
+        returns the summed loss. One native call where the kernel runs, else :meth:`step`
+        batch by batch (the pure-PyTorch reference it is tested against)."""
+        size = self.config.batch_size
+        if not self.native:
+            return sum(self.step(inputs_ids[b * size:(b + 1) * size],
+                                 None if mask is None else mask[b * size:(b + 1) * size],
+                                 classes.rows(slice(b * size, (b + 1) * size)), lr)
+                       for b, lr in enumerate(lrs))
+        spec, n = self.loss.spec, inputs_ids.shape[0]
+        log_q: tuple[torch.Tensor | None, torch.Tensor | None] = None, None
+        if spec.subtract_log_q:  # the counts in the inputs' dtype, then their logs, as the step
+            log_q = (classes.true_count.float().log().expand(n, 1).reshape(n).contiguous(),
+                     classes.sampled_count.float().log().expand(n, -1).contiguous())
+        loss = word2vec_batches(
+            self.input_vectors, self.output_vectors, inputs_ids.reshape(n, -1).contiguous(),
+            None if mask is None else mask.contiguous(), classes.labels.reshape(n).contiguous(),
+            classes.sampled.contiguous(), *log_q, torch.tensor(lrs, dtype=torch.float32),
+            spec.kind == "softmax", self.loss.remove_accidental_hits, size)
+        return float(loss)
 
 
 def examples(model: Model, ids: torch.Tensor, lines: torch.Tensor, window: int,

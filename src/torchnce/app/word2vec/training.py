@@ -30,6 +30,7 @@ from torchnce.app.word2vec.model import Word2Vec, Word2VecConfig, examples
 CHUNK_TOKENS = 50_000
 _MIN_LR_FRACTION = 1e-4  # word2vec's floor: the rate never drops below lr0 · 1e-4
 _JOIN_TIMEOUT_S = 30.0
+_BATCHES_PER_CALL = 16  # batches trained per call between checks for Ctrl-C
 
 
 @dataclass
@@ -122,18 +123,19 @@ class Trainer:
         inputs, mask, labels = examples(config.model, kept, kept_lines, config.window, gen)
         if labels.numel() == 0:
             return ids.numel(), 0.0, 0
-        problem = self.model.negatives(labels, gen)
-        size, total, count = config.batch_size, 0.0, 0
-        for i in range(0, labels.numel(), size):
+        classes = self.model.negatives(labels, gen)
+        n, size, total, count = labels.numel(), config.batch_size, 0.0, 0
+        lrs = [config.start_lr * max(1.0 - (j + i / n) / len(self.plan), _MIN_LR_FRACTION)
+               for i in range(0, n, size)]
+        for first in range(0, len(lrs), _BATCHES_PER_CALL):  # a stop takes effect in between
             if stopped():
                 break
-            progress = (j + i / labels.numel()) / len(self.plan)
-            lr = config.start_lr * max(1.0 - progress, _MIN_LR_FRACTION)
-            part = slice(i, i + size)
-            batch = problem.rows(part)
-            total += self.model.step(inputs[part], None if mask is None else mask[part], batch,
-                                     lr)
-            count += batch.labels.shape[0]
+            part = slice(first * size, (first + _BATCHES_PER_CALL) * size)
+            total += self.model.train_batches(inputs[part],
+                                              None if mask is None else mask[part],
+                                              classes.rows(part),
+                                              lrs[first:first + _BATCHES_PER_CALL])
+            count += classes.labels[part].shape[0]
         return ids.numel(), total, count
 
     def _run_workers(self, on_chunk: Callable[[int, float], None]) -> TrainLog:

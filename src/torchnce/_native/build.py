@@ -1,0 +1,129 @@
+"""The first-use build of the native kernels, its cache, and the status of the native path.
+
+The C++ sources beside this file are compiled once per source, compiler, flags and CPU into
+``$TORCHNCE_CACHE`` (default ``~/.cache/torchnce``), with ``-march=native``: the kernels are
+vectorised for the CPU that builds them (AVX2 or AVX-512 where present), and the CPU's flags
+are part of the cache key, so a home directory shared by other machines builds its own copy.
+A build takes about a second (plain C++, no torch headers); later imports load the cached
+library. The build writes to a temporary file and renames it, so that concurrent first uses
+(forked workers, parallel test runs) never load a half-written library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+SOURCES = (Path(__file__).with_name("word2vec.cpp"),)
+FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
+_LIBRARY = "libtorchnce_native.so"
+
+
+class NativeStatus(NamedTuple):
+    """Whether the native kernels run, and why (or why not).
+
+    Example:
+        >>> import torchnce
+        >>> torchnce.NativeStatus(False, "disabled by TORCHNCE_NATIVE=0").available
+        False
+    """
+
+    available: bool
+    reason: str
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("TORCHNCE_CACHE"):
+        return Path(os.environ["TORCHNCE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torchnce"
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which(
+        "clang++")
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def _flags() -> list[str]:
+    """The compiler flags; ``TORCHNCE_NATIVE_CFLAGS`` adds some (e.g. a sanitizer)."""
+    return [*FLAGS, *os.environ.get("TORCHNCE_NATIVE_CFLAGS", "").split()]
+
+
+def _build(compiler: str) -> Path:
+    """The cached library, compiled if needed; raises ``RuntimeError`` with the compiler's
+    first error line when the build fails."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                             check=False).stdout
+    key = hashlib.sha256()
+    for part in (*(s.read_bytes() for s in SOURCES), version.encode(),
+                 " ".join(_flags()).encode(), _cpu_flags().encode()):
+        key.update(part)
+    target = _cache_dir() / key.hexdigest()[:16] / _LIBRARY
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so", delete=False) as tmp:
+        partial = Path(tmp.name)
+    command = [compiler, *_flags(), *map(str, SOURCES), "-o", str(partial)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        first = next((line for line in done.stderr.splitlines() if "error" in line),
+                     done.stderr.strip()[:200])
+        raise RuntimeError(f"{compiler} failed: {first}")
+    os.replace(partial, target)
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> tuple[ctypes.CDLL | None, NativeStatus]:
+    """The loaded library (None on the pure path) and the status; builds on first use and
+    warns once when the build is impossible or fails."""
+    if os.environ.get("TORCHNCE_NATIVE", "1").strip() == "0":
+        return None, NativeStatus(False, "disabled by TORCHNCE_NATIVE=0")
+    compiler = _compiler()
+    try:
+        if compiler is None:
+            raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+        library = ctypes.CDLL(str(_build(compiler)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        status = NativeStatus(False, f"the native kernels could not be built: {err}")
+        warnings.warn(f"torchnce: {status.reason}; using the pure-PyTorch path",
+                      RuntimeWarning, stacklevel=3)
+        return None, status
+    return library, NativeStatus(True, f"built with {Path(compiler).name} {' '.join(FLAGS[:2])}")
+
+
+def native_available() -> NativeStatus:
+    """Whether torchnce's native CPU kernels run, and why (or why not).
+
+    The first call builds them if they are not in the cache yet (about a second; see
+    docs/native.md), so call it before forking worker processes. ``TORCHNCE_NATIVE=0`` in the
+    environment forces the pure-PyTorch path; a missing compiler or a failed build falls back
+    to it with one ``RuntimeWarning``.
+
+    Returns:
+        ``NativeStatus(available, reason)``.
+
+    Example:
+        >>> import torchnce
+        >>> status = torchnce.native_available()
+        >>> isinstance(status.available, bool), isinstance(status.reason, str)
+        (True, True)
+    """
+    return load()[1]

@@ -1,0 +1,233 @@
+// word2vec's SGD over a chunk of examples, batch by batch: the native twin of
+// Word2Vec.step (src/torchnce/app/word2vec/model.py), which is the pure-PyTorch reference.
+//
+// Plain C++ with no torch headers (it builds in seconds); the Python binding validates every
+// argument and passes raw pointers of contiguous tensors, so the kernel trusts them:
+//   in_vec, out_vec   float32 [V, D], updated in place (Hogwild: other processes may write too)
+//   inputs            int64 [N, W]: the centre (W = 1, skip-gram) or the context ids (CBOW)
+//   mask              uint8 [N, W] real context slots (CBOW), or null for skip-gram
+//   labels            int64 [N], negatives int64 [N, K]; every id in [0, V)
+//   true_logq         float32 [N] and neg_logq float32 [N, K] (log expected counts), or null
+//   lrs               float32 [ceil(N / batch)], the learning rate of each batch
+// A batch is computed from the tables as they are at its start (all its gradients first,
+// then the updates), exactly as the pure step does.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+// GCC 12 warns about its own _mm512_reduce_add_ps (an uninitialised dummy in the header).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+
+namespace {
+
+constexpr float kFltMax = 3.40282346638528859812e+38F;
+
+// Dot products and axpy, the two loops everything else calls: AVX-512 (16 lanes, a masked
+// tail) or AVX2 (8 lanes) when the build machine has them (the build uses -march=native),
+// else a loop the compiler vectorises as it can.
+#if defined(__AVX512F__)
+float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  __m512 s = _mm512_setzero_ps();
+  int64_t d = 0;
+  for (; d + 16 <= n; d += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), s);
+  if (d < n) {
+    const __mmask16 m = static_cast<__mmask16>((1U << (n - d)) - 1U);
+    s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), _mm512_maskz_loadu_ps(m, b + d), s);
+  }
+  return _mm512_reduce_add_ps(s);
+}
+
+// y += a * x
+void axpy(float a, const float* __restrict x, float* __restrict y, int64_t n) {
+  const __m512 va = _mm512_set1_ps(a);
+  int64_t d = 0;
+  for (; d + 16 <= n; d += 16)
+    _mm512_storeu_ps(y + d, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + d), _mm512_loadu_ps(y + d)));
+  if (d < n) {
+    const __mmask16 m = static_cast<__mmask16>((1U << (n - d)) - 1U);
+    const __m512 r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + d), _mm512_maskz_loadu_ps(m, y + d));
+    _mm512_mask_storeu_ps(y + d, m, r);
+  }
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  __m256 s = _mm256_setzero_ps();
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), s);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  float total = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+  for (; d < n; ++d) total += a[d] * b[d];
+  return total;
+}
+
+// y += a * x
+void axpy(float a, const float* __restrict x, float* __restrict y, int64_t n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8)
+    _mm256_storeu_ps(y + d, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + d), _mm256_loadu_ps(y + d)));
+  for (; d < n; ++d) y[d] += a * x[d];
+}
+#else
+float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  float s = 0.0F;
+#pragma omp simd reduction(+ : s)
+  for (int64_t d = 0; d < n; ++d) s += a[d] * b[d];
+  return s;
+}
+
+// y += a * x
+void axpy(float a, const float* __restrict x, float* __restrict y, int64_t n) {
+#pragma omp simd
+  for (int64_t d = 0; d < n; ++d) y[d] += a * x[d];
+}
+#endif
+
+struct Chunk {
+  float* in_vec;
+  float* out_vec;
+  int64_t dim;
+  const int64_t* inputs;
+  int64_t width;
+  const uint8_t* mask;
+  const int64_t* labels;
+  const int64_t* negatives;
+  int64_t k;
+  const float* true_logq;
+  const float* neg_logq;
+  int softmax;
+  int remove_hits;
+};
+
+// The input vector of example i: its centre row, or the mean of its real context rows.
+// Returns the share 1/n of each context row (1 for skip-gram).
+float input_vector(const Chunk& c, int64_t i, float* x) {
+  const int64_t* ids = c.inputs + i * c.width;
+  if (c.mask == nullptr) {
+    std::memcpy(x, c.in_vec + ids[0] * c.dim, sizeof(float) * c.dim);
+    return 1.0F;
+  }
+  const uint8_t* real = c.mask + i * c.width;
+  int64_t n = 0;
+  for (int64_t w = 0; w < c.width; ++w) n += real[w] != 0;
+  const float share = 1.0F / static_cast<float>(n);
+  std::memset(x, 0, sizeof(float) * c.dim);
+  for (int64_t w = 0; w < c.width; ++w)
+    if (real[w]) axpy(share, c.in_vec + ids[w] * c.dim, x, c.dim);
+  return share;
+}
+
+// One example's loss, and into g [K + 1] the gradient dL/dlogit times scale.
+// Logits: l_j = x . W_j - log Q_j (when log-Q is given), the label first, then the K
+// negatives; with hit removal the last negative equal to the label gets -FLT_MAX added.
+// Sigmoid (NCE, NEG):  L = sum_j softplus(l_j) - l_0,  dL/dl_j = sigmoid(l_j) - [j = 0]
+// Softmax:             L = logsumexp(l) - l_0,         dL/dl_j = softmax(l)_j - [j = 0]
+double example_grad(const Chunk& c, int64_t i, const float* x, float scale, float* g,
+                    float* lg) {
+  const int64_t k = c.k, label = c.labels[i];
+  const int64_t* negs = c.negatives + i * k;
+  lg[0] = dot(x, c.out_vec + label * c.dim, c.dim);
+  for (int64_t j = 0; j < k; ++j) lg[j + 1] = dot(x, c.out_vec + negs[j] * c.dim, c.dim);
+  if (c.remove_hits) {
+    for (int64_t j = k - 1; j >= 0; --j)
+      if (negs[j] == label) {
+        lg[j + 1] += -kFltMax;
+        break;
+      }
+  }
+  if (c.true_logq != nullptr) {
+    lg[0] -= c.true_logq[i];
+    for (int64_t j = 0; j < k; ++j) lg[j + 1] -= c.neg_logq[i * k + j];
+  }
+  // float32 throughout, as the pure step computes; one exp and one log1p per logit:
+  // with e = exp(-|l|), softplus(l) = max(l, 0) + log1p(e) and sigmoid(l) = 1/(1+e) for
+  // l >= 0, e/(1+e) otherwise (no overflow either way).
+  double loss = 0.0;
+  if (!c.softmax) {
+    for (int64_t j = 0; j <= k; ++j) {
+      const float e = std::exp(-std::fabs(lg[j]));
+      loss += (lg[j] > 0.0F ? lg[j] : 0.0F) + std::log1p(e);
+      g[j] = (lg[j] >= 0.0F ? 1.0F : e) / (1.0F + e);
+    }
+    loss -= lg[0];
+  } else {
+    float top = lg[0];
+    for (int64_t j = 1; j <= k; ++j) top = lg[j] > top ? lg[j] : top;
+    float total = 0.0F;
+    for (int64_t j = 0; j <= k; ++j) {
+      g[j] = std::exp(lg[j] - top);
+      total += g[j];
+    }
+    for (int64_t j = 0; j <= k; ++j) g[j] /= total;
+    loss = top + std::log(total) - lg[0];
+  }
+  g[0] -= 1.0F;
+  for (int64_t j = 0; j <= k; ++j) g[j] *= scale;
+  return loss;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Trains examples [0, n) in batches of `batch`; adds the summed loss to *loss. Returns 0.
+int torchnce_word2vec_batches(float* in_vec, float* out_vec, int64_t dim,
+                              const int64_t* inputs, int64_t width, const uint8_t* mask,
+                              const int64_t* labels, const int64_t* negatives, int64_t k,
+                              const float* true_logq, const float* neg_logq, int softmax,
+                              int remove_hits, int64_t n, int64_t batch, const float* lrs,
+                              double* loss) {
+  Chunk c{in_vec, out_vec,  dim,       inputs,   width,   mask,       labels,
+          negatives, k,     true_logq, neg_logq, softmax, remove_hits};
+  const int64_t rows = k + 1;
+  std::vector<float> xs(batch * dim), grad_x(batch * dim), g(batch * rows), share(batch);
+  std::vector<float> logits(rows);
+  double total = 0.0;
+  for (int64_t start = 0, b = 0; start < n; start += batch, ++b) {
+    const int64_t size = n - start < batch ? n - start : batch;
+    const float scale = -lrs[b];
+    // Gradients of the whole batch from the tables as they are at its start.
+    for (int64_t t = 0; t < size; ++t) {
+      const int64_t i = start + t;
+      float* x = xs.data() + t * dim;
+      share[t] = input_vector(c, i, x);
+      float* gi = g.data() + t * rows;
+      total += example_grad(c, i, x, scale, gi, logits.data());
+      // dL/dx = sum_j g_j W_j
+      float* gx = grad_x.data() + t * dim;
+      std::memset(gx, 0, sizeof(float) * dim);
+      axpy(gi[0], out_vec + labels[i] * dim, gx, dim);
+      for (int64_t j = 0; j < k; ++j)
+        axpy(gi[j + 1], out_vec + negatives[i * k + j] * dim, gx, dim);
+    }
+    // The updates: input rows += dL/dx (each context row its share), W_j += g_j x.
+    for (int64_t t = 0; t < size; ++t) {
+      const int64_t i = start + t;
+      const float* gx = grad_x.data() + t * dim;
+      const int64_t* ids = inputs + i * width;
+      if (mask == nullptr) {
+        axpy(1.0F, gx, in_vec + ids[0] * dim, dim);
+      } else {
+        for (int64_t w = 0; w < width; ++w)
+          if (mask[i * width + w]) axpy(share[t], gx, in_vec + ids[w] * dim, dim);
+      }
+      const float* x = xs.data() + t * dim;
+      const float* gi = g.data() + t * rows;
+      axpy(gi[0], x, out_vec + labels[i] * dim, dim);
+      for (int64_t j = 0; j < k; ++j)
+        axpy(gi[j + 1], x, out_vec + negatives[i * k + j] * dim, dim);
+    }
+  }
+  *loss += total;
+  return 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,108 @@
+"""The binding of the native word2vec kernel (``word2vec.cpp``): checks, then one call.
+
+``word2vec_batches`` trains a chunk of examples batch by batch, exactly as the pure step
+(``torchnce._sampled.step.GraphFreeStep`` applied by the app's ``Word2Vec.step``) does one batch:
+every gradient of a batch from the tables as they are at its start, then the updates. It is
+the custom op ``torchnce::word2vec_batches`` (it mutates the two tables), so ``torch.compile``
+sees one op. Every argument is checked here, ids included (one read per chunk, not per batch):
+the kernel itself trusts them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import torch
+
+from torchnce._common.checks import check_all_in_range
+from torchnce._native.build import load
+
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+
+
+def _signature(library: ctypes.CDLL) -> Any:
+    fn = library.torchnce_word2vec_batches
+    fn.restype = ctypes.c_int
+    fn.argtypes = [_P, _P, _I64, _P, _I64, _P, _P, _P, _I64, _P, _P, ctypes.c_int,
+                   ctypes.c_int, _I64, _I64, _P, _P]
+    return fn
+
+
+def _check(name: str, t: torch.Tensor, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    if not isinstance(t, torch.Tensor) or t.dtype != dtype:
+        got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+        raise TypeError(f"{name} must be a {dtype} tensor for the native kernel, got {got}")
+    if t.device.type != "cpu" or not t.is_contiguous() or tuple(t.shape) != shape:
+        raise ValueError(f"{name} must be a contiguous CPU tensor of shape {list(shape)}, got "
+                         f"{tuple(t.shape)} on {t.device}")
+
+
+def _pointer(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+@torch.library.custom_op("torchnce::word2vec_batches", mutates_args=("in_vec", "out_vec"))
+def word2vec_batches(
+    in_vec: torch.Tensor, out_vec: torch.Tensor, inputs: torch.Tensor,
+    mask: torch.Tensor | None, labels: torch.Tensor, negatives: torch.Tensor,
+    true_logq: torch.Tensor | None, neg_logq: torch.Tensor | None, lrs: torch.Tensor,
+    softmax: bool, remove_hits: bool, batch_size: int,
+) -> torch.Tensor:
+    """SGD over ``N`` examples in batches of ``batch_size``; returns the summed loss (float64).
+
+    Args:
+        in_vec: float32 ``[V, D]`` input vectors, updated in place.
+        out_vec: float32 ``[V, D]`` output vectors (the loss's ``weights``), updated in place.
+        inputs: int64 ``[N, W]``: each example's centre (``W = 1``) or context ids (CBOW).
+        mask: bool ``[N, W]``, the real context slots (CBOW, at least one per row), or None.
+        labels: int64 ``[N]`` true classes; negatives: int64 ``[N, K]``.
+        true_logq: float32 ``[N]`` and neg_logq float32 ``[N, K]``: log expected counts to
+            subtract (NCE, sampled softmax), or None (negative sampling).
+        lrs: float32 ``[ceil(N / batch_size)]``, each batch's learning rate.
+        softmax: the softmax cross entropy (else the sigmoid one).
+        remove_hits: remove the last negative equal to the label (accidental hit).
+        batch_size: examples per batch.
+    """
+    library = load()[0]
+    if library is None:
+        raise RuntimeError("the native kernels are not available: "
+                           f"{load()[1].reason}")
+    vocab, dim = in_vec.shape
+    n, width = inputs.shape
+    k = negatives.shape[1] if negatives.dim() == 2 else -1
+    _check("in_vec", in_vec, torch.float32, (vocab, dim))
+    _check("out_vec", out_vec, torch.float32, (vocab, dim))
+    _check("inputs", inputs, torch.int64, (n, width))
+    _check("labels", labels, torch.int64, (n,))
+    _check("negatives", negatives, torch.int64, (n, k))
+    if mask is not None:
+        _check("mask", mask, torch.bool, (n, width))
+        if n and not bool(mask.any(dim=1).all()):
+            raise ValueError("mask must mark at least one context id in every row")
+    if (true_logq is None) != (neg_logq is None):
+        raise ValueError("true_logq and neg_logq must be given together, got one of them")
+    if true_logq is not None and neg_logq is not None:
+        _check("true_logq", true_logq, torch.float32, (n,))
+        _check("neg_logq", neg_logq, torch.float32, (n, k))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check("lrs", lrs, torch.float32, (-(-n // batch_size),))
+    check_all_in_range((("inputs", inputs), ("labels", labels), ("negatives", negatives)),
+                       vocab)
+    loss = ctypes.c_double(0.0)
+    _signature(library)(
+        in_vec.data_ptr(), out_vec.data_ptr(), dim, inputs.data_ptr(), width,
+        _pointer(None if mask is None else mask.view(torch.uint8)), labels.data_ptr(),
+        negatives.data_ptr(), k, _pointer(true_logq), _pointer(neg_logq), int(softmax),
+        int(remove_hits), n, batch_size, lrs.data_ptr(), ctypes.byref(loss))
+    return torch.tensor(loss.value, dtype=torch.float64)
+
+
+@word2vec_batches.register_fake
+def _(in_vec: torch.Tensor, out_vec: torch.Tensor, inputs: torch.Tensor,
+      mask: torch.Tensor | None, labels: torch.Tensor, negatives: torch.Tensor,
+      true_logq: torch.Tensor | None, neg_logq: torch.Tensor | None, lrs: torch.Tensor,
+      softmax: bool, remove_hits: bool, batch_size: int) -> torch.Tensor:
+    return torch.empty((), dtype=torch.float64)

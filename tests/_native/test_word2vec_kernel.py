@@ -1,0 +1,137 @@
+"""The native word2vec kernel against its pure-PyTorch twin, ``Word2Vec.step`` batch by batch
+(itself pinned to autograd through the public losses in tests/app/test_word2vec.py): same
+tables, examples and negatives in, the same tables and loss out, to float32 tolerance."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import torchnce
+from torchnce._native.word2vec import word2vec_batches
+from torchnce.app.word2vec.corpus import load_corpus
+from torchnce.app.word2vec.model import Word2Vec, Word2VecConfig, examples
+from torchnce.app.word2vec.training import Trainer
+
+native = pytest.mark.skipif(not torchnce.native_available().available,
+                            reason="the native kernels are off or could not be built")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    words = ["the", "cat", "sees", "a", "dog", "and", "the", "dog", "sees", "the", "cat",
+             "near", "a", "tree", "by", "the", "water"]
+    gen = torch.Generator().manual_seed(0)
+    lines = [" ".join(words[i] for i in torch.randint(len(words), (8,), generator=gen).tolist())
+             for _ in range(60)]
+    path = tmp_path_factory.mktemp("w2v") / "toy.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return load_corpus(path, 1)
+
+
+def twins(corpus, **settings):
+    """The same model twice, native and pure, with non-zero output vectors."""
+    config = Word2VecConfig(dim=12, num_sampled=4, batch_size=7, **settings)
+    pair = [Word2Vec(corpus, config, native=flag) for flag in (True, False)]
+    for model in pair:
+        model.output_vectors.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+    return pair
+
+
+@native
+@pytest.mark.parametrize("loss", ["neg", "nce", "sampled_softmax"])
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+def test_native_batches_equal_the_pure_steps(corpus, loss, model):
+    fast, pure = twins(corpus, model=model, loss=loss)
+    gen = torch.Generator().manual_seed(1)
+    inputs, mask, labels = examples(model, corpus.ids, corpus.lines, 2, gen)
+    inputs, labels = inputs[:40], labels[:40]  # 6 batches of 7, the last one short
+    mask = None if mask is None else mask[:40]
+    drawn = fast.negatives(labels, gen)
+    sampled = drawn.sampled.clone()
+    sampled[0, 1] = sampled[0, 3] = labels[0]  # an accidental hit, twice: the last copy counts
+    classes = fast.loss.classes(labels, (sampled, drawn.true_count, drawn.sampled_count))
+    lrs = [0.5, 0.4, 0.3, 0.2, 0.1, 0.05]  # large, so that a wrong update shows
+    got = fast.train_batches(inputs, mask, classes, lrs)
+    expected = pure.train_batches(inputs, mask, classes, lrs)
+    assert got == pytest.approx(expected, rel=1e-5)
+    torch.testing.assert_close(fast.input_vectors, pure.input_vectors)
+    torch.testing.assert_close(fast.output_vectors, pure.output_vectors)
+
+
+@native
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+def test_a_seeded_single_thread_run_gives_the_same_vectors(corpus, model):
+    config = Word2VecConfig(model=model, dim=12, epochs=2, threads=1, batch_size=16)
+    runs = []
+    for flag in (True, False):
+        trainer = Trainer(corpus, config)
+        trainer.model = Word2Vec(corpus, config, native=flag)
+        log = trainer.run(lambda words, loss: None)
+        runs.append((trainer.model, log))
+    (fast, fast_log), (pure, pure_log) = runs
+    assert fast_log.examples == pure_log.examples > 0
+    # Hundreds of SGD steps: float32 rounding differences compound, to about 1e-5 relative.
+    torch.testing.assert_close(fast.input_vectors, pure.input_vectors, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.output_vectors, pure.output_vectors, rtol=1e-4, atol=1e-5)
+
+
+def arguments(n=5, k=3, vocab=6, dim=4):
+    gen = torch.Generator().manual_seed(0)
+    return dict(in_vec=torch.zeros(vocab, dim), out_vec=torch.zeros(vocab, dim),
+                inputs=torch.randint(vocab, (n, 1), generator=gen), mask=None,
+                labels=torch.randint(vocab, (n,), generator=gen),
+                negatives=torch.randint(vocab, (n, k), generator=gen), true_logq=None,
+                neg_logq=None, lrs=torch.full((1,), 0.1), softmax=False, remove_hits=False,
+                batch_size=8)
+
+
+@native
+@pytest.mark.parametrize(("name", "value", "error", "match"), [
+    ("in_vec", torch.zeros(6, 4, dtype=torch.float64), TypeError,
+     r"^in_vec must be a torch.float32"),
+    ("labels", torch.zeros(5, dtype=torch.int32), TypeError, r"^labels must be a torch.int64"),
+    ("negatives", torch.zeros(5, 2, 2, dtype=torch.int64), ValueError, r"^negatives must be"),
+    ("negatives", torch.full((5, 3), 6), ValueError, r"^negatives must hold ids in \[0, 6\)"),
+    ("inputs", torch.full((5, 1), -1), ValueError, r"^inputs must hold ids in \[0, 6\)"),
+    ("lrs", torch.full((2,), 0.1), ValueError, r"^lrs must be a contiguous CPU tensor"),
+    ("true_logq", torch.zeros(5), ValueError, r"^true_logq and neg_logq must be given"),
+    ("mask", torch.zeros(5, 1, dtype=torch.bool), ValueError, r"^mask must mark"),
+])
+def test_bad_arguments_raise_before_the_kernel_runs(name, value, error, match):
+    args = arguments()
+    args[name] = value
+    before = args["out_vec"].clone()
+    with pytest.raises(error, match=match):
+        word2vec_batches(**args)
+    assert torch.equal(args["out_vec"], before)
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, check=False, timeout=120)
+
+
+def test_torchnce_native_0_forces_the_pure_path():
+    done = run_python("import torchnce; print(torchnce.native_available())",
+                      TORCHNCE_NATIVE="0")
+    assert "available=False" in done.stdout and "TORCHNCE_NATIVE=0" in done.stdout
+    assert done.returncode == 0
+
+
+def test_a_failed_build_falls_back_with_one_warning(tmp_path):
+    code = ("import warnings, torchnce\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            "    first, second = torchnce.native_available(), torchnce.native_available()\n"
+            "print(first.available, second.available, len(caught))\n"
+            "print(first.reason)")
+    done = run_python(code, TORCHNCE_NATIVE="1", CXX="false", TORCHNCE_CACHE=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    flags, reason = done.stdout.splitlines()
+    assert flags == "False False 1"
+    assert reason.startswith("the native kernels could not be built: false failed")
