@@ -55,3 +55,13 @@ def test_no_tracker_labels(path):
 def test_citation_parser_reads_ranges_lists_and_line_breaks():
     text = "see docs/tf-semantics.md §6.3–§6.4 and\n    # §8.1, §2 step 12"
     assert citations(text) == ["6.3", "6.4", "8.1", "2"]
+
+
+def test_no_public_docstring_has_an_unfilled_argument_slot():
+    import torchnce
+    import torchnce.distributed
+
+    for module in (torchnce, torchnce.distributed):
+        for name in module.__all__:
+            doc = getattr(module, name).__doc__ or ""
+            assert not re.search(r"^\s*\w+: \{\w+\}\s*$", doc, re.M), name

@@ -137,3 +137,64 @@ def test_a_sharded_step_with_sampled_values_reads_the_ids_once(module, group, ge
     # same candidates.
     assert counts["aten._local_scalar_dense.default"] <= 3
     assert counts["aten.nonzero.default"] == 0
+
+
+@pytest.mark.parametrize("module", [ShardedNCELoss, ShardedSampledSoftmaxLoss])
+@pytest.mark.parametrize("strategy", ["mod", "div"])
+@pytest.mark.parametrize("bad", [-1, C])
+def test_a_sharded_full_loss_checks_the_labels(module, strategy, bad, group, gen):
+    layer = module(C, D, S, partition_strategy=strategy).eval()
+    x, y, _ = batch(1, False, gen)
+    y[0, 0] = bad
+    with pytest.raises(ValueError, match=rf"^labels must hold ids in \[0, {C}\)"):
+        layer(x, y)
+
+
+class _OwnSampler(torchnce.CandidateSampler):
+    """A user's sampler whose draw is whatever the test says."""
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        super().__init__()
+        self.range_max, self.values = C, values
+
+    def probability(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.full(ids.shape, 1.0 / C)
+
+    def _sample(self, tc: torch.Tensor, num_sampled: int, unique: bool,
+                gen: torch.Generator | None) -> torchnce.SampledValues:
+        return self.values  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(("values", "error", "match"), [
+    ((torch.tensor([0, 1, C]), torch.ones(B, 1), torch.ones(3)), ValueError,
+     r"^sampler's sampled_candidates must hold ids in \[0, 50\)"),
+    ((torch.tensor([0.0, 1.0, 2.0]), torch.ones(B, 1), torch.ones(3)), TypeError,
+     r"^sampled_values must be an integer tensor"),
+    ((torch.tensor([0, 1, 2]), torch.ones(B, 5), torch.ones(3)), ValueError,
+     r"^sampled_values must hold a true_expected_count broadcastable to \[6, 1\]"),
+    ((torch.tensor([0, 1, 2]), torch.ones(B, 1)), ValueError, r"^sampled_values must be a 3-tuple"),
+])
+def test_a_users_sampler_is_checked_like_given_sampled_values(values, error, match, gen):
+    layer = torchnce.NCELoss(C, D, 3, sampler=_OwnSampler(values))
+    x, y, _ = batch(1, False, gen)
+    with pytest.raises(error, match=match):
+        layer(x, y)
+
+
+def test_a_users_sampler_that_draws_valid_values_trains(gen):
+    values = (torch.tensor([4, 9, 2]), torch.ones(B, 1), torch.ones(3))
+    layer = torchnce.NCELoss(C, D, 3, sampler=_OwnSampler(values))
+    x, y, _ = batch(1, False, gen)
+    torch.testing.assert_close(layer(x, y), layer(x, y, sampled_values=values))
+
+
+def test_settings_changed_after_construction_are_checked_at_the_call(gen):
+    layer = torchnce.NCELoss(C, D, S)
+    x, y, _ = batch(1, False, gen)
+    layer.num_sampled = C + 1
+    with pytest.raises(ValueError, match=r"^num_sampled must be <= num_classes=50 .*"
+                                         r"Sampler's range is too small"):
+        layer(x, y)
+    layer.num_sampled, layer.sampler = S, torchnce.UniformSampler(C + 10)
+    with pytest.raises(ValueError, match=r"^sampler must have range_max = num_classes=50"):
+        layer(x, y)

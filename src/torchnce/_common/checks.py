@@ -116,10 +116,18 @@ def range_too_small(num_sampled: int, bound: str, detail: str = "") -> ValueErro
                       "(Sampler's range is too small)")
 
 
-def check_bool(name: str, value: Any) -> bool:
-    """Return ``value`` if it is a ``bool`` (a one-element bool tensor is accepted too)."""
+def check_bool(name: str, value: Any, *, truthy: bool = False) -> bool:
+    """Return ``value`` if it is a ``bool`` (a one-element bool tensor is accepted too).
+
+    ``truthy=True`` also takes the ints 0 and 1 and numpy bools: for the arguments that
+    TensorFlow tests with Python's ``if`` (e.g. ``remove_accidental_hits``), so that ported
+    code passing them keeps working; strings, None and other numbers are still refused.
+    """
     if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype == torch.bool:
-        value = bool(value.item())
+        return bool(value.item())
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    if truthy and ((isinstance(value, int) and value in (0, 1)) or numpy_bool):
+        return bool(value)
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return value

@@ -55,9 +55,6 @@ ARGS: dict[str, str] = {
                "``LogUniformSampler(num_classes)``. Samples are drawn with ``unique=True``. "
                "Its state (e.g. a learned sampler's counts) is part of ``state_dict`` and it "
                "moves with ``.to()``.",
-    "remove_accidental_hits": "drop sampled candidates equal to a true class; None takes the "
-                              "loss's default (TensorFlow's: True for sampled softmax, False "
-                              "otherwise).",
     "bias": "learn a bias per class (initialised to zero).",
     "num_shards": "P, split ``weight`` and ``bias`` into a ``ParameterList`` of P shards laid "
                   "out as TensorFlow's partitioned variables.",

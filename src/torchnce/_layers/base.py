@@ -33,6 +33,7 @@ from torchnce._common.types import (
     Mode,
     PartitionStrategy,
     Reduction,
+    SampledValues,
     apply_reduction,
 )
 from torchnce._exact.chunked import Layout
@@ -40,15 +41,25 @@ from torchnce._exact.evaluation import exact_loss, full_logits, top_k
 from torchnce._sampled.fused import fused_sampled_loss
 from torchnce._sampled.problem import (
     Classes,
-    Counts,
     Problem,
     check_inputs,
     check_sampled_values,
     make_classes,
 )
 from torchnce._sampled.spec import LossSpec
+from torchnce._sampling.fixed import FixedUnigramSampler
+from torchnce._sampling.learned import LearnedUnigramSampler
 from torchnce._sampling.per_example import sampler_rows
-from torchnce._sampling.samplers import AllCandidateSampler, CandidateSampler, LogUniformSampler
+from torchnce._sampling.samplers import (
+    AllCandidateSampler,
+    CandidateSampler,
+    LogUniformSampler,
+    UniformSampler,
+)
+
+# torchnce's own (final) samplers: their draws hold valid ids and counts by construction.
+TRUSTED_SAMPLERS = (UniformSampler, LogUniformSampler, AllCandidateSampler, FixedUnigramSampler,
+                    LearnedUnigramSampler)
 
 
 class Settings(NamedTuple):
@@ -133,30 +144,41 @@ def layer_classes(
     *, per_example: bool = False, generator: torch.Generator | None = None,
 ) -> Classes:
     """The call's classes: the given ``sampled_values`` (checked with the labels in one read
-    of the device), or the sampler's draw for the checked labels (trusted)."""
+    of the device), or the sampler's draw for the checked labels. A draw of torchnce's own
+    samplers is trusted; that of any other ``CandidateSampler`` is checked as given
+    ``sampled_values`` are (one more read)."""
+    num_classes, num_sampled = settings.num_classes, settings.num_sampled
     if sampled_values is not None:
         values = check_sampled_values(sampled_values, labels)
-        check_all_in_range((("labels", labels), ("sampled_values", values[0])),
-                           settings.num_classes)
+        check_all_in_range((("labels", labels), ("sampled_values", values[0])), num_classes)
     else:
-        upper = settings.num_classes
-        if isinstance(sampler, AllCandidateSampler):  # its range is num_sampled itself
-            upper = min(upper, settings.num_sampled)
-        check_all_in_range((("labels", labels),), upper)
-        values = draw(sampler, labels, settings.num_sampled, per_example, generator)
-    return make_classes(TrueLabels(labels, None), values, settings.num_sampled,
+        check_sampler(sampler, num_classes, num_sampled)  # settings may have changed since
+        name, upper = "labels", num_classes
+        if isinstance(sampler, AllCandidateSampler):
+            name, upper = "labels (the AllCandidateSampler's range is num_sampled)", min(
+                num_classes, num_sampled)
+        check_all_in_range(((name, labels),), upper)
+        trusted = type(sampler) in TRUSTED_SAMPLERS
+        values = draw(sampler, labels, num_sampled, per_example, generator, trusted=trusted)
+        if not trusted:
+            values = check_sampled_values(values, labels)
+            check_all_in_range((("sampler's sampled_candidates", values[0]),), num_classes)
+    return make_classes(TrueLabels(labels, None), values, num_sampled,
                         settings.remove_accidental_hits)
 
 
 def draw(
     sampler: CandidateSampler, labels: torch.Tensor, num_sampled: int, per_example: bool,
-    generator: torch.Generator | None,
-) -> Counts:
+    generator: torch.Generator | None, *, trusted: bool,
+) -> SampledValues:
     """The sampler's unique candidates for validated labels: shared by the batch, or drawn for
-    every row. Calls the sampler's core, which trusts the labels."""
+    every row. A ``trusted`` sampler's core is called directly (it reads nothing); any other
+    sampler through its public ``sample``."""
     if per_example:
-        return sampler_rows(sampler, labels, num_sampled)
-    return sampler._sample(labels, num_sampled, True, generator)
+        return sampler_rows(sampler, labels, num_sampled, trusted=trusted)
+    if trusted:
+        return sampler._sample(labels, num_sampled, True, generator)
+    return sampler.sample(labels, num_sampled, generator=generator)
 
 
 def _table(

@@ -39,14 +39,12 @@ class NCELoss(OutputLayer):
     Args:
         num_classes: {layer_num_classes}
         embedding_dim: {embedding_dim}
-        num_sampled: S, candidates drawn per batch (shared by its rows) or per row.
+        num_sampled: {layer_num_sampled}
         num_true: {layer_num_true}
-        sampler: a :class:`torchnce.CandidateSampler` over ``[0, C)``; None builds
-            ``LogUniformSampler(num_classes)``. Samples are drawn with ``unique=True``. Its
-            state (e.g. learned counts) is part of ``state_dict`` and it moves with ``.to()``.
+        sampler: {sampler}
         remove_accidental_hits: drop sampled candidates equal to a true class; None (the
             default) means False, as TensorFlow's ``nce_loss``.
-        bias: learn a bias per class (initialised to zero).
+        bias: {bias}
         num_shards: {num_shards}
         partition_strategy: {layer_partition_strategy}
         sparse_grad: {layer_sparse_grad}
@@ -106,13 +104,12 @@ class SampledSoftmaxLoss(OutputLayer):
     Args:
         num_classes: {layer_num_classes}
         embedding_dim: {embedding_dim}
-        num_sampled: S, candidates drawn per batch (shared by its rows) or per row.
+        num_sampled: {layer_num_sampled}
         num_true: {layer_num_true}
-        sampler: a :class:`torchnce.CandidateSampler` over ``[0, C)``; None builds
-            ``LogUniformSampler(num_classes)``. Samples are drawn with ``unique=True``.
+        sampler: {sampler}
         remove_accidental_hits: drop sampled candidates equal to a true class; None (the
             default) means True, as TensorFlow's ``sampled_softmax_loss``.
-        bias: learn a bias per class (initialised to zero).
+        bias: {bias}
         num_shards: {num_shards}
         partition_strategy: {layer_partition_strategy}
         sparse_grad: {layer_sparse_grad}

@@ -26,13 +26,11 @@ from torchnce._common.checks import (
 )
 from torchnce._common.labels import TrueLabels, hit_labels, true_labels
 from torchnce._common.lookup import as_shards, check_layout
-from torchnce._common.types import STRATEGIES
+from torchnce._common.types import STRATEGIES, SampledValues
 from torchnce._sampled.hits import hit_mask
 from torchnce._sampling.closed_form import log_uniform_values
 from torchnce._sampling.draw import resolve_generator
 from torchnce._sampling.per_example import log_uniform_rows
-
-Counts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -136,7 +134,7 @@ def check_table(
     return shards
 
 
-def check_sampled_values(values: Any, labels: torch.Tensor) -> Counts:
+def check_sampled_values(values: Any, labels: torch.Tensor) -> SampledValues:
     """The ``(candidates, true counts, sampled counts)`` triple for ``[B, T]`` labels, shapes
     checked; the candidates' range is checked by the caller, together with the labels."""
     # A tuple or list first: the Sequence ABC check costs microseconds on every call.
@@ -157,7 +155,7 @@ def check_sampled_values(values: Any, labels: torch.Tensor) -> Counts:
         if not _broadcastable(count, shape):
             raise ValueError(f"sampled_values must hold a {what} broadcastable to "
                              f"{list(shape)}, got shape {tuple(count.shape)}")
-    return sampled, true_count.to(device), sampled_count.to(device)
+    return SampledValues(sampled, true_count.to(device), sampled_count.to(device))
 
 
 def _check_candidates_shape(sampled: torch.Tensor, batch: int) -> None:
@@ -182,7 +180,7 @@ def default_sample(
     num_classes: int,
     per_example: bool,
     generator: torch.Generator | None,
-) -> Counts:
+) -> SampledValues:
     """The log-uniform unique sample, for the batch or for every row (validated labels)."""
     if num_sampled > num_classes:
         raise range_too_small(num_sampled,
@@ -194,7 +192,7 @@ def default_sample(
 
 
 def make_classes(
-    true: TrueLabels, values: Counts, num_sampled: int, remove_accidental_hits: bool
+    true: TrueLabels, values: SampledValues, num_sampled: int, remove_accidental_hits: bool
 ) -> Classes:
     """``Classes`` from validated labels and candidates; finds the hits to remove."""
     sampled, true_count, sampled_count = values
@@ -237,7 +235,7 @@ def prepare(
     num_classes = check_int("num_classes", num_classes, minimum=1)
     num_true = check_int("num_true", num_true, minimum=1)
     strategy = check_choice("partition_strategy", partition_strategy, STRATEGIES)
-    remove_hits = check_bool("remove_accidental_hits", remove_accidental_hits)
+    remove_hits = check_bool("remove_accidental_hits", remove_accidental_hits, truthy=True)
     sparse = check_bool("sparse_grad", sparse_grad)
     per_example = check_bool("per_example_negatives", per_example_negatives)
     inputs = check_inputs(inputs)

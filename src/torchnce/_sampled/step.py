@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from torchnce._common.checks import check_all_in_range, check_bool, check_choice
+from torchnce._common.checks import as_int_tensor, check_all_in_range, check_bool, check_choice
 from torchnce._common.labels import TrueLabels
 from torchnce._sampled.fused import LossGrads, Workspace, sampled_loss_grads
 from torchnce._sampled.problem import Classes, check_inputs, check_sampled_values, make_classes
@@ -46,8 +46,12 @@ class GraphFreeStep:
     def __init__(self, loss: str, weights: torch.Tensor, *,
                  remove_accidental_hits: bool | None = None) -> None:
         self.spec = SPECS[check_choice("loss", loss, tuple(SPECS))]
-        if not isinstance(weights, torch.Tensor) or weights.dim() != 2:
-            raise ValueError(f"weights must be a [num_classes, dim] tensor, got {weights!r}")
+        if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
+            got = weights.dtype if isinstance(weights, torch.Tensor) else type(weights).__name__
+            raise TypeError(f"weights must be a floating [num_classes, dim] tensor, got {got}")
+        if weights.dim() != 2:
+            raise ValueError(f"weights must be a [num_classes, dim] tensor, got shape "
+                             f"{tuple(weights.shape)}")
         self.weights = weights
         hits = self.spec.remove_accidental_hits if remove_accidental_hits is None else (
             remove_accidental_hits)
@@ -58,8 +62,12 @@ class GraphFreeStep:
         """Labels ``[N]`` and per-example negatives (``(candidates [N, S], counts [N, 1],
         counts [N, S])``) validated once, with one read of the device; batches take their
         rows with ``Classes.rows``, which checks nothing."""
-        ids = labels.reshape(-1, 1).to(self.weights.device)
+        ids = as_int_tensor("labels", labels, device=self.weights.device)
+        ids = ids.reshape(-1, 1).to(self.weights.device)
         values = check_sampled_values(sampled_values, ids)
+        if values.sampled_candidates.dim() != 2:
+            raise ValueError(f"sampled_values must hold per-example candidates [N, num_sampled], "
+                             f"got shape {tuple(values.sampled_candidates.shape)}")
         check_all_in_range((("labels", ids), ("sampled_values", values[0])),
                            self.weights.shape[0])
         return make_classes(TrueLabels(ids, None), values, values[0].shape[-1],

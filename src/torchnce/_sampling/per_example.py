@@ -123,16 +123,18 @@ def _sampler_block(sampler: CandidateSampler, num_sampled: int) -> int:
 
 
 def sampler_rows(
-    sampler: CandidateSampler, labels: torch.Tensor, num_sampled: int
+    sampler: CandidateSampler, labels: torch.Tensor, num_sampled: int, *, trusted: bool = False
 ) -> SampledValues:
     """Per-row unique candidates from any :class:`CandidateSampler`, for validated labels
-    (ids in the sampler's range, checked by the caller; nothing here reads the device).
+    (ids in the sampler's range, checked by the caller).
 
     Draws are ``sampler``'s i.i.d. draws from its current distribution (``unique=False``, no
     true classes, leaving a learned sampler's counts alone); expected counts use its
     probabilities; then one draw with the batch's true classes feeds them to a stateful
     sampler exactly once, as a shared draw would. The :class:`AllCandidateSampler` gives every
-    row all classes, i.e. its shared sample.
+    row all classes, i.e. its shared sample. A ``trusted`` sampler (one of torchnce's) is
+    called through its unchecked core, reading nothing from the device; any other through its
+    public ``sample`` and ``probability``.
     """
     if isinstance(sampler, AllCandidateSampler):
         return all_values(labels, num_sampled)
@@ -140,11 +142,14 @@ def sampler_rows(
         raise range_too_small(num_sampled,
                               f"range_max ({sampler.range_max}) for unique per-example draws")
     none = labels[:0]
+    sample = sampler._sample if trusted else (
+        lambda tc, n, unique, gen: sampler.sample(tc, n, unique=unique, generator=gen))
 
     def draw(n: int) -> torch.Tensor:
-        return sampler._sample(none, n, False, None).sampled_candidates
+        return sample(none, n, False, None).sampled_candidates
 
-    values = rows_values(labels, num_sampled, draw, sampler._probability,
+    probability = sampler._probability if trusted else sampler.probability
+    values = rows_values(labels, num_sampled, draw, probability,
                          _sampler_block(sampler, num_sampled))
-    sampler._sample(labels, 1, False, None)
+    sample(labels, 1, False, None)
     return values

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from torchnce._common.checks import check_bool, check_int
+from torchnce._common.checks import check_all_in_range, check_bool, check_int
 from torchnce._common.types import Mode, PartitionStrategy, Reduction, apply_reduction
 from torchnce._exact.chunked import default_chunk_size
 from torchnce._layers.base import (
@@ -149,6 +149,7 @@ class ShardedOutputLayer(nn.Module):
         mode = check_mode(mode, self.training)
         inputs, labels = check_call(inputs, labels, self.settings, self.weight.device)
         if mode == "full":
+            check_all_in_range((("labels", labels),), self.num_classes)
             chunk = default_chunk_size(inputs.shape[0] * self.world_size)
             loss, total = sharded_eval_loss(self.spec.kind, self.comm, self.weight, self.bias,
                                             inputs, labels, self.num_classes,
