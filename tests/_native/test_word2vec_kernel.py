@@ -12,7 +12,10 @@ import pytest
 import torch
 
 import torchnce
+from torchnce._native.sampling import alias_draws
 from torchnce._native.word2vec import word2vec_batches
+from torchnce._sampling.tables import alias_draw
+from torchnce.app.word2vec import model as w2v_model
 from torchnce.app.word2vec.corpus import load_corpus
 from torchnce.app.word2vec.model import Word2Vec, Word2VecConfig, examples
 from torchnce.app.word2vec.training import Trainer
@@ -65,7 +68,11 @@ def test_native_batches_equal_the_pure_steps(corpus, loss, model):
 
 @native
 @pytest.mark.parametrize("model", ["skipgram", "cbow"])
-def test_a_seeded_single_thread_run_gives_the_same_vectors(corpus, model):
+def test_a_seeded_single_thread_run_gives_the_same_vectors(corpus, model, monkeypatch):
+    # The native negatives have a random stream of their own: draw them as the pure path does,
+    # from the same generator, so that both runs see the same negatives.
+    monkeypatch.setattr(w2v_model, "alias_draws", lambda threshold, alias, n, gen:
+                        alias_draw(threshold, alias, gen)(n))
     config = Word2VecConfig(model=model, dim=12, epochs=2, threads=1, batch_size=16)
     runs = []
     for flag in (True, False):
@@ -135,3 +142,29 @@ def test_a_failed_build_falls_back_with_one_warning(tmp_path):
     flags, reason = done.stdout.splitlines()
     assert flags == "False False 1"
     assert reason.startswith("the native kernels could not be built: false failed")
+
+
+@native
+def test_native_alias_draws_follow_the_samplers_distribution():
+    from scipy import stats
+
+    weights = torch.tensor([5.0, 1.0, 0.0, 3.0, 0.5, 8.0, 2.0])
+    sampler = torchnce.FixedUnigramSampler(7, unigrams=weights.tolist(), distortion=0.75)
+    draws = alias_draws(sampler.threshold, sampler.alias, 200_000,
+                        torch.Generator().manual_seed(0))
+    counts = torch.bincount(draws, minlength=7).double()
+    probs = sampler.probs.double()
+    expected = probs / probs.sum() * draws.numel()  # renormalised: the float32 probs sum to 1 ± ulp
+    assert counts[2] == 0  # weight 0 is never drawn
+    keep = expected > 0
+    _, pvalue = stats.chisquare(counts[keep].numpy(), expected[keep].numpy())
+    assert pvalue > 1e-4
+    again = alias_draws(sampler.threshold, sampler.alias, 200_000,
+                        torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)  # a seeded generator gives the same draws
+
+
+@native
+def test_native_alias_draws_check_their_tables():
+    with pytest.raises(ValueError, match=r"^threshold must be a contiguous CPU torch.float64"):
+        alias_draws(torch.zeros(3), torch.zeros(3, dtype=torch.int64), 5, torch.Generator())

@@ -71,7 +71,7 @@ def test_step_applies_the_public_losses_gradients(corpus, loss, kind):
 
 
 def test_negatives_are_the_samplers_draws_validated_once(corpus):
-    model = Word2Vec(corpus, Word2VecConfig(dim=6, num_sampled=3))
+    model = Word2Vec(corpus, Word2VecConfig(dim=6, num_sampled=3), native=False)
     labels = corpus.ids[:40]
     classes = model.negatives(labels, torch.Generator().manual_seed(3))
     again = model.sampler.sample(labels.unsqueeze(1), 40 * 3, unique=False,

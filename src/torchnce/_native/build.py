@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-SOURCES = (Path(__file__).with_name("word2vec.cpp"),)
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("word2vec.cpp", "sampling.cpp"))
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 _LIBRARY = "libtorchnce_native.so"
 

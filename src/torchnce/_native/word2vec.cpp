@@ -17,7 +17,7 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__AVX2__) || defined(__AVX512F__)
+#if defined(__SSE__) || defined(__AVX2__) || defined(__AVX512F__)
 // GCC 12 warns about its own _mm512_reduce_add_ps (an uninitialised dummy in the header).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -28,6 +28,7 @@
 namespace {
 
 constexpr float kFltMax = 3.40282346638528859812e+38F;
+constexpr int64_t kAhead = 4;  // examples between a prefetch and the use of its rows
 
 // Dot products and axpy, the two loops everything else calls: AVX-512 (16 lanes, a masked
 // tail) or AVX2 (8 lanes) when the build machine has them (the build uses -march=native),
@@ -90,6 +91,26 @@ void axpy(float a, const float* __restrict x, float* __restrict y, int64_t n) {
   for (int64_t d = 0; d < n; ++d) y[d] += a * x[d];
 }
 #endif
+
+// Asks for the rows of example i (its inputs, label and negatives) ahead of their use: the
+// rows are random, so without this every one is a cache miss the loop waits for.
+void prefetch_rows(const float* table_in, const float* table_out, const int64_t* inputs,
+                   int64_t width, const int64_t* labels, const int64_t* negatives, int64_t k,
+                   int64_t i, int64_t dim) {
+#if defined(__SSE__)
+  const int64_t lines = (dim * 4 + 63) / 64;
+  auto fetch = [lines](const float* row) {
+    for (int64_t l = 0; l < lines; ++l)
+      _mm_prefetch(reinterpret_cast<const char*>(row) + 64 * l, _MM_HINT_T0);
+  };
+  for (int64_t w = 0; w < width; ++w) fetch(table_in + inputs[i * width + w] * dim);
+  fetch(table_out + labels[i] * dim);
+  for (int64_t j = 0; j < k; ++j) fetch(table_out + negatives[i * k + j] * dim);
+#else
+  (void)table_in, (void)table_out, (void)inputs, (void)width, (void)labels, (void)negatives;
+  (void)k, (void)i, (void)dim;
+#endif
+}
 
 struct Chunk {
   float* in_vec;
@@ -197,6 +218,8 @@ int torchnce_word2vec_batches(float* in_vec, float* out_vec, int64_t dim,
     // Gradients of the whole batch from the tables as they are at its start.
     for (int64_t t = 0; t < size; ++t) {
       const int64_t i = start + t;
+      if (t + kAhead < size)
+        prefetch_rows(in_vec, out_vec, inputs, width, labels, negatives, k, i + kAhead, dim);
       float* x = xs.data() + t * dim;
       share[t] = input_vector(c, i, x);
       float* gi = g.data() + t * rows;
@@ -211,6 +234,8 @@ int torchnce_word2vec_batches(float* in_vec, float* out_vec, int64_t dim,
     // The updates: input rows += dL/dx (each context row its share), W_j += g_j x.
     for (int64_t t = 0; t < size; ++t) {
       const int64_t i = start + t;
+      if (t + kAhead < size)
+        prefetch_rows(in_vec, out_vec, inputs, width, labels, negatives, k, i + kAhead, dim);
       const float* gx = grad_x.data() + t * dim;
       const int64_t* ids = inputs + i * width;
       if (mask == nullptr) {

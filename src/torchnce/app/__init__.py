@@ -6,5 +6,5 @@
 
 May import: the public API (``torchnce``, ``torchnce.distributed``) and the two named internal
 entry points of word2vec's step: ``torchnce._sampled.step`` (pure PyTorch) and its native twin
-``torchnce._native.word2vec``. The library never imports the app.
+``torchnce._native`` (``word2vec`` and ``sampling``). The library never imports the app.
 """

@@ -19,7 +19,14 @@ from typing import Literal
 
 import torch
 
-from torchnce import CandidateSampler, FixedUnigramSampler, LogUniformSampler, native_available
+from torchnce import (
+    CandidateSampler,
+    FixedUnigramSampler,
+    LogUniformSampler,
+    SampledValues,
+    native_available,
+)
+from torchnce._native.sampling import alias_draws
 from torchnce._native.word2vec import word2vec_batches
 from torchnce._sampled.step import Classes, GraphFreeStep
 from torchnce.app.word2vec.corpus import Corpus, cbow_windows, skipgram_pairs
@@ -109,7 +116,14 @@ class Word2Vec:
         loss's per-example ``sampled_values`` once for the whole chunk: one sampler call and
         one check of the ids; batches take their rows with ``Classes.rows``."""
         n, k = labels.shape[0], self.config.num_sampled
-        flat = self.sampler.sample(labels.unsqueeze(1), n * k, unique=False, generator=gen)
+        if self.native and isinstance(self.sampler, FixedUnigramSampler):
+            # The native draw from the sampler's own alias table, and its expected counts.
+            draws = alias_draws(self.sampler.threshold, self.sampler.alias, n * k, gen)
+            p = self.sampler.probs
+            flat = SampledValues(draws, (p.index_select(0, labels) * float(n * k)).unsqueeze(1),
+                                 p.index_select(0, draws) * float(n * k))
+        else:
+            flat = self.sampler.sample(labels.unsqueeze(1), n * k, unique=False, generator=gen)
         # The sampler's counts are q · N·k for N·k draws; each example has k of them.
         values = (flat.sampled_candidates.view(n, k), flat.true_expected_count / n,
                   (flat.sampled_expected_count / n).view(n, k))
