@@ -1,6 +1,11 @@
-"""The native word2vec kernel against its pure-PyTorch twin, ``Word2Vec.step`` batch by batch
-(itself pinned to autograd through the public losses in tests/app/test_word2vec.py): same
-tables, examples and negatives in, the same tables and loss out, to float32 tolerance."""
+"""The native word2vec kernel against its pure-PyTorch twin, ``Word2Vec.step`` (itself pinned
+to autograd through the public losses in tests/app/test_word2vec.py): same tables, examples
+and negatives in, the same tables and loss out, to float32 tolerance.
+
+The kernel trains one example after the other (word2vec's own SGD); the pure step computes a
+batch from the tables at its start. The two are the same maths at a batch of one example,
+which is where they are compared; a larger batch only sets how long a learning rate holds.
+"""
 
 from __future__ import annotations
 
@@ -36,9 +41,9 @@ def corpus(tmp_path_factory):
     return load_corpus(path, 1)
 
 
-def twins(corpus, **settings):
+def twins(corpus, batch_size=1, **settings):
     """The same model twice, native and pure, with non-zero output vectors."""
-    config = Word2VecConfig(dim=12, num_sampled=4, batch_size=7, **settings)
+    config = Word2VecConfig(dim=12, num_sampled=4, batch_size=batch_size, **settings)
     pair = [Word2Vec(corpus, config, native=flag) for flag in (True, False)]
     for model in pair:
         model.output_vectors.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
@@ -52,18 +57,33 @@ def test_native_batches_equal_the_pure_steps(corpus, loss, model):
     fast, pure = twins(corpus, model=model, loss=loss)
     gen = torch.Generator().manual_seed(1)
     inputs, mask, labels = examples(model, corpus.ids, corpus.lines, 2, gen)
-    inputs, labels = inputs[:40], labels[:40]  # 6 batches of 7, the last one short
+    inputs, labels = inputs[:40], labels[:40]
     mask = None if mask is None else mask[:40]
     drawn = fast.negatives(labels, gen)
     sampled = drawn.sampled.clone()
     sampled[0, 1] = sampled[0, 3] = labels[0]  # an accidental hit, twice: the last copy counts
     classes = fast.loss.classes(labels, (sampled, drawn.true_count, drawn.sampled_count))
-    lrs = [0.5, 0.4, 0.3, 0.2, 0.1, 0.05]  # large, so that a wrong update shows
+    lrs = [0.5 / (1 + i) for i in range(40)]  # large, so that a wrong update shows
     got = fast.train_batches(inputs, mask, classes, lrs)
     expected = pure.train_batches(inputs, mask, classes, lrs)
     assert got == pytest.approx(expected, rel=1e-5)
     torch.testing.assert_close(fast.input_vectors, pure.input_vectors)
     torch.testing.assert_close(fast.output_vectors, pure.output_vectors)
+
+
+@native
+def test_a_batch_holds_its_learning_rate_for_each_of_its_examples(corpus):
+    batched, single = twins(corpus, batch_size=7), twins(corpus)[0]
+    batched = batched[0]
+    gen = torch.Generator().manual_seed(4)
+    inputs, mask, labels = examples("skipgram", corpus.ids, corpus.lines, 2, gen)
+    inputs, labels = inputs[:40], labels[:40]
+    classes = batched.negatives(labels, gen)
+    lrs = [0.5, 0.4, 0.3, 0.2, 0.1, 0.05]  # 6 batches of 7, the last one short
+    got = batched.train_batches(inputs, mask, classes, lrs)
+    expected = single.train_batches(inputs, mask, classes, [lrs[i // 7] for i in range(40)])
+    assert got == pytest.approx(expected, rel=1e-6)
+    torch.testing.assert_close(batched.output_vectors, single.output_vectors)
 
 
 @native
@@ -73,7 +93,7 @@ def test_a_seeded_single_thread_run_gives_the_same_vectors(corpus, model, monkey
     # from the same generator, so that both runs see the same negatives.
     monkeypatch.setattr(w2v_model, "alias_draws", lambda threshold, alias, n, gen:
                         alias_draw(threshold, alias, gen)(n))
-    config = Word2VecConfig(model=model, dim=12, epochs=2, threads=1, batch_size=16)
+    config = Word2VecConfig(model=model, dim=12, epochs=2, threads=1, batch_size=1)
     runs = []
     for flag in (True, False):
         trainer = Trainer(corpus, config)

@@ -9,8 +9,11 @@
 //   labels            int64 [N], negatives int64 [N, K]; every id in [0, V)
 //   true_logq         float32 [N] and neg_logq float32 [N, K] (log expected counts), or null
 //   lrs               float32 [ceil(N / batch)], the learning rate of each batch
-// A batch is computed from the tables as they are at its start (all its gradients first,
-// then the updates), exactly as the pure step does.
+// Examples are trained one after the other (word2vec's own SGD, as gensim and word2vec.c do):
+// each example's gradients come from the tables as they are after the previous example, and
+// batch b (examples [b * batch, (b + 1) * batch)) only fixes the learning rate lrs[b]. With
+// batch = 1 this is exactly the pure step, which computes a whole batch from the tables at
+// its start; the tests compare the two there.
 
 #include <cmath>
 #include <cstdint>
@@ -92,6 +95,47 @@ void axpy(float a, const float* __restrict x, float* __restrict y, int64_t n) {
 }
 #endif
 
+// Whether the n row pointers are pairwise different.
+bool distinct(float* const* rows, int64_t n) {
+  for (int64_t a = 1; a < n; ++a)
+    for (int64_t b = 0; b < a; ++b)
+      if (rows[a] == rows[b]) return false;
+  return true;
+}
+
+// gx += a * w and then w += a * x, in one pass over w (w, x and gx distinct).
+void axpy_both(float a, float* __restrict w, const float* __restrict x, float* __restrict gx,
+               int64_t n) {
+  int64_t d = 0;
+#if defined(__AVX512F__)
+  const __m512 va = _mm512_set1_ps(a);
+  for (; d + 16 <= n; d += 16) {
+    const __m512 wd = _mm512_loadu_ps(w + d);
+    _mm512_storeu_ps(gx + d, _mm512_fmadd_ps(va, wd, _mm512_loadu_ps(gx + d)));
+    _mm512_storeu_ps(w + d, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + d), wd));
+  }
+  if (d < n) {
+    const __mmask16 m = static_cast<__mmask16>((1U << (n - d)) - 1U);
+    const __m512 wd = _mm512_maskz_loadu_ps(m, w + d);
+    _mm512_mask_storeu_ps(gx + d, m, _mm512_fmadd_ps(va, wd, _mm512_maskz_loadu_ps(m, gx + d)));
+    _mm512_mask_storeu_ps(w + d, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + d), wd));
+  }
+  return;
+#elif defined(__AVX2__) && defined(__FMA__)
+  const __m256 va = _mm256_set1_ps(a);
+  for (; d + 8 <= n; d += 8) {
+    const __m256 wd = _mm256_loadu_ps(w + d);
+    _mm256_storeu_ps(gx + d, _mm256_fmadd_ps(va, wd, _mm256_loadu_ps(gx + d)));
+    _mm256_storeu_ps(w + d, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + d), wd));
+  }
+#endif
+  for (; d < n; ++d) {
+    const float wd = w[d];
+    gx[d] += a * wd;
+    w[d] = wd + a * x[d];
+  }
+}
+
 // Asks for the rows of example i (its inputs, label and negatives) ahead of their use: the
 // rows are random, so without this every one is a cache miss the loop waits for.
 void prefetch_rows(const float* table_in, const float* table_out, const int64_t* inputs,
@@ -168,17 +212,20 @@ double example_grad(const Chunk& c, int64_t i, const float* x, float scale, floa
     lg[0] -= c.true_logq[i];
     for (int64_t j = 0; j < k; ++j) lg[j + 1] -= c.neg_logq[i * k + j];
   }
-  // float32 throughout, as the pure step computes; one exp and one log1p per logit:
-  // with e = exp(-|l|), softplus(l) = max(l, 0) + log1p(e) and sigmoid(l) = 1/(1+e) for
-  // l >= 0, e/(1+e) otherwise (no overflow either way).
+  // float32 throughout, as the pure step computes; one exp per logit: with e = exp(-|l|),
+  // softplus(l) = max(l, 0) + log(1 + e) and sigmoid(l) = 1/(1+e) for l >= 0, e/(1+e)
+  // otherwise (no overflow either way). The logs of the K + 1 factors 1 + e, each in (1, 2],
+  // are taken as one log of their product (the loss is reported, not differentiated).
   double loss = 0.0;
   if (!c.softmax) {
+    double product = 1.0;
     for (int64_t j = 0; j <= k; ++j) {
       const float e = std::exp(-std::fabs(lg[j]));
-      loss += (lg[j] > 0.0F ? lg[j] : 0.0F) + std::log1p(e);
+      loss += lg[j] > 0.0F ? lg[j] : 0.0F;
+      product *= 1.0 + static_cast<double>(e);
       g[j] = (lg[j] >= 0.0F ? 1.0F : e) / (1.0F + e);
     }
-    loss -= lg[0];
+    loss += std::log(product) - lg[0];
   } else {
     float top = lg[0];
     for (int64_t j = 1; j <= k; ++j) top = lg[j] > top ? lg[j] : top;
@@ -208,48 +255,31 @@ int torchnce_word2vec_batches(float* in_vec, float* out_vec, int64_t dim,
                               double* loss) {
   Chunk c{in_vec, out_vec,  dim,       inputs,   width,   mask,       labels,
           negatives, k,     true_logq, neg_logq, softmax, remove_hits};
-  const int64_t rows = k + 1;
-  std::vector<float> xs(batch * dim), grad_x(batch * dim), g(batch * rows), share(batch);
-  std::vector<float> logits(rows);
+  std::vector<float> x(dim), gx(dim), g(k + 1), logits(k + 1);
+  std::vector<float*> rows(k + 1);
   double total = 0.0;
-  for (int64_t start = 0, b = 0; start < n; start += batch, ++b) {
-    const int64_t size = n - start < batch ? n - start : batch;
-    const float scale = -lrs[b];
-    // Gradients of the whole batch from the tables as they are at its start.
-    for (int64_t t = 0; t < size; ++t) {
-      const int64_t i = start + t;
-      if (t + kAhead < size)
-        prefetch_rows(in_vec, out_vec, inputs, width, labels, negatives, k, i + kAhead, dim);
-      float* x = xs.data() + t * dim;
-      share[t] = input_vector(c, i, x);
-      float* gi = g.data() + t * rows;
-      total += example_grad(c, i, x, scale, gi, logits.data());
-      // dL/dx = sum_j g_j W_j
-      float* gx = grad_x.data() + t * dim;
-      std::memset(gx, 0, sizeof(float) * dim);
-      axpy(gi[0], out_vec + labels[i] * dim, gx, dim);
-      for (int64_t j = 0; j < k; ++j)
-        axpy(gi[j + 1], out_vec + negatives[i * k + j] * dim, gx, dim);
+  for (int64_t i = 0; i < n; ++i) {
+    if (i + kAhead < n)
+      prefetch_rows(in_vec, out_vec, inputs, width, labels, negatives, k, i + kAhead, dim);
+    const float share = input_vector(c, i, x.data());
+    total += example_grad(c, i, x.data(), -lrs[i / batch], g.data(), logits.data());
+    rows[0] = out_vec + labels[i] * dim;
+    for (int64_t j = 0; j < k; ++j) rows[j + 1] = out_vec + negatives[i * k + j] * dim;
+    // dL/dx = sum_j g_j W_j from the rows before this example's update, then W_j += g_j x.
+    // One pass over each row when the rows are distinct; two when one repeats, so that
+    // dL/dx never sees a row this example has already updated.
+    std::memset(gx.data(), 0, sizeof(float) * dim);
+    if (distinct(rows.data(), k + 1)) {
+      for (int64_t j = 0; j <= k; ++j) axpy_both(g[j], rows[j], x.data(), gx.data(), dim);
+    } else {
+      for (int64_t j = 0; j <= k; ++j) axpy(g[j], rows[j], gx.data(), dim);
+      for (int64_t j = 0; j <= k; ++j) axpy(g[j], x.data(), rows[j], dim);
     }
-    // The updates: input rows += dL/dx (each context row its share), W_j += g_j x.
-    for (int64_t t = 0; t < size; ++t) {
-      const int64_t i = start + t;
-      if (t + kAhead < size)
-        prefetch_rows(in_vec, out_vec, inputs, width, labels, negatives, k, i + kAhead, dim);
-      const float* gx = grad_x.data() + t * dim;
-      const int64_t* ids = inputs + i * width;
-      if (mask == nullptr) {
-        axpy(1.0F, gx, in_vec + ids[0] * dim, dim);
-      } else {
-        for (int64_t w = 0; w < width; ++w)
-          if (mask[i * width + w]) axpy(share[t], gx, in_vec + ids[w] * dim, dim);
-      }
-      const float* x = xs.data() + t * dim;
-      const float* gi = g.data() + t * rows;
-      axpy(gi[0], x, out_vec + labels[i] * dim, dim);
-      for (int64_t j = 0; j < k; ++j)
-        axpy(gi[j + 1], x, out_vec + negatives[i * k + j] * dim, dim);
-    }
+    // The input rows += dL/dx (each context row its share of the mean's gradient).
+    const int64_t* ids = inputs + i * width;
+    for (int64_t w = 0; w < width; ++w)
+      if (mask == nullptr || mask[i * width + w])
+        axpy(share, gx.data(), in_vec + ids[w] * dim, dim);
   }
   *loss += total;
   return 0;

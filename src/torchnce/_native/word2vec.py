@@ -1,8 +1,9 @@
 """The binding of the native word2vec kernel (``word2vec.cpp``): checks, then one call.
 
-``word2vec_batches`` trains a chunk of examples batch by batch, exactly as the pure step
-(``torchnce._sampled.step.GraphFreeStep`` applied by the app's ``Word2Vec.step``) does one batch:
-every gradient of a batch from the tables as they are at its start, then the updates. It is
+``word2vec_batches`` trains a chunk of examples one after the other, word2vec's own SGD (as
+word2vec.c and gensim do): each example's loss and gradients are those of the pure step
+(``torchnce._sampled.step.GraphFreeStep``, applied by the app's ``Word2Vec.step``) on a batch
+of that one example, and a batch of ``batch_size`` examples only holds one learning rate. It is
 the custom op ``torchnce::word2vec_batches`` (it mutates the two tables), so ``torch.compile``
 sees one op. Every argument is checked here, ids included (one read per chunk, not per batch):
 the kernel itself trusts them.
@@ -50,7 +51,8 @@ def word2vec_batches(
     true_logq: torch.Tensor | None, neg_logq: torch.Tensor | None, lrs: torch.Tensor,
     softmax: bool, remove_hits: bool, batch_size: int,
 ) -> torch.Tensor:
-    """SGD over ``N`` examples in batches of ``batch_size``; returns the summed loss (float64).
+    """SGD over ``N`` examples, one at a time, the learning rate ``lrs[b]`` for the examples of
+    batch ``b`` (``batch_size`` each); returns the summed loss (float64).
 
     Args:
         in_vec: float32 ``[V, D]`` input vectors, updated in place.

@@ -49,7 +49,9 @@ def add_word2vec_parser(sub: Any) -> None:
                    help="negatives per example")
     p.add_argument("--epochs", type=_positive, default=d.epochs, help="passes over the corpus")
     p.add_argument("--batch-size", type=_positive, default=d.batch_size,
-                   help="examples per SGD step (per worker)")
+                   help="examples per SGD step of the pure-PyTorch path (per worker); the "
+                        "native path updates after every example and holds the learning rate "
+                        "for this many")
     p.add_argument("--subsample", type=_non_negative, default=d.subsample,
                    help="frequent-word subsampling threshold (0: off)")
     p.add_argument("--min-count", type=_positive, default=d.min_count,

@@ -156,8 +156,9 @@ class Word2Vec:
     def train_batches(self, inputs_ids: torch.Tensor, mask: torch.Tensor | None,
                       classes: Classes, lrs: list[float]) -> float:
         """Consecutive batches of ``batch_size`` examples, batch ``b`` at rate ``lrs[b]``;
-        returns the summed loss. One native call where the kernel runs, else :meth:`step`
-        batch by batch (the pure-PyTorch reference it is tested against)."""
+        returns the summed loss. Where the native kernel runs, one call that trains the
+        examples one after the other (word2vec's own SGD); else :meth:`step` batch by batch.
+        The two are the same maths at ``batch_size=1``, where the tests compare them."""
         size = self.config.batch_size
         if not self.native:
             return sum(self.step(inputs_ids[b * size:(b + 1) * size],
