@@ -18,7 +18,7 @@ import torch
 
 import torchnce
 from torchnce._native.sampling import alias_draws
-from torchnce._native.word2vec import word2vec_batches
+from torchnce._native.word2vec import word2vec_batches, word2vec_skipgram
 from torchnce._sampling.tables import alias_draw
 from torchnce.app.word2vec import model as w2v_model
 from torchnce.app.word2vec.corpus import load_corpus
@@ -98,6 +98,7 @@ def test_a_seeded_single_thread_run_gives_the_same_vectors(corpus, model, monkey
     for flag in (True, False):
         trainer = Trainer(corpus, config)
         trainer.model = Word2Vec(corpus, config, native=flag)
+        trainer.model.native_skipgram = False  # the batches kernel; its window twin below
         log = trainer.run(lambda words, loss: None)
         runs.append((trainer.model, log))
     (fast, fast_log), (pure, pure_log) = runs
@@ -188,3 +189,57 @@ def test_native_alias_draws_follow_the_samplers_distribution():
 def test_native_alias_draws_check_their_tables():
     with pytest.raises(ValueError, match=r"^threshold must be a contiguous CPU torch.float64"):
         alias_draws(torch.zeros(3), torch.zeros(3, dtype=torch.int64), 5, torch.Generator())
+
+
+def one_hot_sampler(vocab: int, cls: int) -> torchnce.FixedUnigramSampler:
+    """A sampler that only ever draws ``cls``, so that the negatives are known."""
+    return torchnce.FixedUnigramSampler(vocab, unigrams=[float(i == cls) for i in range(vocab)])
+
+
+@native
+@pytest.mark.parametrize("loss", ["negative_sampling_loss", "nce_loss", "sampled_softmax_loss"])
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_skipgram_window_is_one_step_of_the_public_loss(loss, shared, gen):
+    """A centre with contexts 2 and 7 (reach 1, one line): two examples, inputs the context
+    vectors, label the centre, K negatives each (all class 3 here), one SGD step of the
+    public loss with per-example candidates, computed from the tables at the window's start.
+    With log-Q the centre must have a probability: it is class 3 too (every negative is then
+    an accidental hit, and a repeated row)."""
+    vocab, dim, k, lr = 9, 4, 3, 0.4
+    in_vec, out_vec = torch.randn(vocab, dim, generator=gen), torch.randn(vocab, dim, generator=gen)
+    sampler = one_hot_sampler(vocab, 3)
+    centre_id = 5 if loss == "negative_sampling_loss" else 3
+    ids, lines = torch.tensor([2, centre_id, 7]), torch.zeros(3, dtype=torch.int64)
+    reach = torch.tensor([0, 1, 0])
+    spec = {"negative_sampling_loss": (False, False), "nce_loss": (True, False),
+            "sampled_softmax_loss": (True, True)}[loss]
+    x, w = in_vec.clone().requires_grad_(), out_vec.clone().requires_grad_()
+    contexts, centre = torch.tensor([2, 7]), torch.tensor([centre_id, centre_id])
+    counts = float(sampler.probs[3]) * k
+    values = (torch.full((2, k), 3), (sampler.probs[centre] * k).unsqueeze(1),
+              torch.full((2, k), counts))
+    expected = getattr(torchnce, loss)(w, None, centre, x[contexts], k, vocab,
+                                       sampled_values=values)
+    expected.sum().backward()
+    out = word2vec_skipgram(in_vec, out_vec, ids, lines, reach, sampler.threshold,
+                            sampler.alias, sampler.probs, k, spec[0], loss.startswith("sampled"),
+                            spec[1], lr, lr, 0.0, 0, shared)
+    assert out[1] == 2
+    assert float(out[0]) == pytest.approx(float(expected.sum().detach()), rel=1e-5)
+    torch.testing.assert_close(in_vec, (x - lr * x.grad).detach())
+    torch.testing.assert_close(out_vec, (w - lr * w.grad).detach())
+
+
+@native
+def test_skipgram_windows_make_the_pairs_of_skipgram_pairs(gen):
+    from torchnce.app.word2vec.corpus import skipgram_pairs
+
+    ids = torch.randint(9, (60,), generator=gen)
+    lines = torch.sort(torch.randint(6, (60,), generator=gen)).values
+    reach_gen, pairs_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    reach = torch.randint(1, 4, ids.shape, generator=reach_gen)
+    centres, _ = skipgram_pairs(ids, lines, 3, pairs_gen)  # draws the same reach first
+    out = word2vec_skipgram(torch.zeros(9, 2), torch.zeros(9, 2), ids, lines, reach,
+                            *(lambda s: (s.threshold, s.alias, s.probs))(one_hot_sampler(9, 0)),
+                            2, False, False, False, 0.1, 0.1, 0.0, 0, False)
+    assert int(out[1]) == centres.numel()

@@ -244,16 +244,19 @@ def test_bad_option_value_exits_2(capsys, option, value, message):
 
 def test_ctrl_c_saves_what_was_trained(corpus, tmp_path, monkeypatch):
     calls = []
-    step = Word2Vec.train_batches
 
-    def interrupted(self, *args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return step(self, *args)
+    def interrupting(step):
+        def interrupted(self, *args):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return step(self, *args)
+        return interrupted
 
-    monkeypatch.setattr(Word2Vec, "train_batches", interrupted)
-    status, out = run(["--corpus", str(corpus), "--batch-size", "1"], tmp_path)
+    # Whichever path trains (the pure or native batches, or native skip-gram windows).
+    for name in ("train_batches", "train_skipgram"):
+        monkeypatch.setattr(Word2Vec, name, interrupting(getattr(Word2Vec, name)))
+    status, out = run(["--corpus", str(corpus), "--batch-size", "1", "--epochs", "3"], tmp_path)
     assert status == 130
     assert read_word2vec(out / "vectors.txt")[0][0] == "the"
 
@@ -282,6 +285,7 @@ def test_worker_failure_is_reported_with_its_traceback(corpus, monkeypatch):
         raise ValueError("boom in a worker")
 
     monkeypatch.setattr(Word2Vec, "train_batches", broken)
+    monkeypatch.setattr(Word2Vec, "train_skipgram", broken)
     config = Word2VecConfig(dim=8, epochs=1, threads=2, min_count=1)
     trainer = Trainer(load_corpus(corpus, 1), config)
     with pytest.raises(WorkerError, match="boom in a worker"):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("word2vec.cpp", "sampling.cpp"))
+HEADERS = (Path(__file__).with_name("xoshiro.h"),)
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 _LIBRARY = "libtorchnce_native.so"
 
@@ -70,7 +71,7 @@ def _build(compiler: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                              check=False).stdout
     key = hashlib.sha256()
-    for part in (*(s.read_bytes() for s in SOURCES), version.encode(),
+    for part in (*(s.read_bytes() for s in (*SOURCES, *HEADERS)), version.encode(),
                  " ".join(_flags()).encode(), _cpu_flags().encode()):
         key.update(part)
     target = _cache_dir() / key.hexdigest()[:16] / _LIBRARY

@@ -1,55 +1,18 @@
-// Draws from a Walker alias table (see src/torchnce/_sampling/tables.py, which builds it and
-// holds the pure-PyTorch draw this mirrors): for a uniform double u in [0, 1) and n columns,
-// column c = floor(u n) keeps c when u n < threshold[c] and gives alias[c] otherwise.
-// The uniforms come from xoshiro256** seeded by splitmix64 (Blackman and Vigna), 53 bits each.
-//   threshold  float64 [n], alias int64 [n], out int64 [count]; the binding checks them.
+// Draws from a Walker alias table, the native twin of the pure-PyTorch draw of
+// src/torchnce/_sampling/tables.py (same distribution, its own random stream: xoshiro.h).
+//   threshold float64 [n], alias int64 [n], out int64 [count]; the binding checks them.
 
 #include <cstdint>
 
-namespace {
-
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
-uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-struct Xoshiro256 {
-  uint64_t s[4];
-  explicit Xoshiro256(uint64_t seed) {
-    for (auto& word : s) word = splitmix64(seed);
-  }
-  uint64_t next() {
-    const uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-  }
-  // A uniform double in [0, 1) with 53 random bits.
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-};
-
-}  // namespace
+#include "xoshiro.h"
 
 extern "C" {
 
 int torchnce_alias_draws(const double* threshold, const int64_t* alias, int64_t n,
                          int64_t count, uint64_t seed, int64_t* out) {
-  Xoshiro256 rng(seed);
-  const double size = static_cast<double>(n);
-  for (int64_t i = 0; i < count; ++i) {
-    const double u = rng.uniform() * size;
-    int64_t column = static_cast<int64_t>(u);
-    column = column < n ? column : n - 1;
-    out[i] = u < threshold[column] ? column : alias[column];
-  }
+  torchnce_native::Xoshiro256 rng(seed);
+  for (int64_t i = 0; i < count; ++i)
+    out[i] = torchnce_native::alias_draw(rng, threshold, alias, n);
   return 0;
 }
 

@@ -20,15 +20,21 @@
 #include <cstring>
 #include <vector>
 
+#include "xoshiro.h"
+
 #if defined(__SSE__) || defined(__AVX2__) || defined(__AVX512F__)
 // GCC 12 warns about its own _mm512_reduce_add_ps (an uninitialised dummy in the header).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #endif
 
 namespace {
+
+using torchnce_native::alias_draw;
+using torchnce_native::Xoshiro256;
 
 constexpr float kFltMax = 3.40282346638528859812e+38F;
 constexpr int64_t kAhead = 4;  // examples between a prefetch and the use of its rows
@@ -242,29 +248,21 @@ double example_grad(const Chunk& c, int64_t i, const float* x, float scale, floa
   return loss;
 }
 
-}  // namespace
-
-extern "C" {
-
-// Trains examples [0, n) in batches of `batch`; adds the summed loss to *loss. Returns 0.
-int torchnce_word2vec_batches(float* in_vec, float* out_vec, int64_t dim,
-                              const int64_t* inputs, int64_t width, const uint8_t* mask,
-                              const int64_t* labels, const int64_t* negatives, int64_t k,
-                              const float* true_logq, const float* neg_logq, int softmax,
-                              int remove_hits, int64_t n, int64_t batch, const float* lrs,
-                              double* loss) {
-  Chunk c{in_vec, out_vec,  dim,       inputs,   width,   mask,       labels,
-          negatives, k,     true_logq, neg_logq, softmax, remove_hits};
+// Trains examples [0, c.n) one after the other; example i at rate lr(i). Returns the loss.
+template <typename Rate>
+double train(const Chunk& c, int64_t n, Rate lr) {
+  const int64_t k = c.k, dim = c.dim;
   std::vector<float> x(dim), gx(dim), g(k + 1), logits(k + 1);
   std::vector<float*> rows(k + 1);
   double total = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     if (i + kAhead < n)
-      prefetch_rows(in_vec, out_vec, inputs, width, labels, negatives, k, i + kAhead, dim);
+      prefetch_rows(c.in_vec, c.out_vec, c.inputs, c.width, c.labels, c.negatives, k,
+                    i + kAhead, dim);
     const float share = input_vector(c, i, x.data());
-    total += example_grad(c, i, x.data(), -lrs[i / batch], g.data(), logits.data());
-    rows[0] = out_vec + labels[i] * dim;
-    for (int64_t j = 0; j < k; ++j) rows[j + 1] = out_vec + negatives[i * k + j] * dim;
+    total += example_grad(c, i, x.data(), -lr(i), g.data(), logits.data());
+    rows[0] = c.out_vec + c.labels[i] * dim;
+    for (int64_t j = 0; j < k; ++j) rows[j + 1] = c.out_vec + c.negatives[i * k + j] * dim;
     // dL/dx = sum_j g_j W_j from the rows before this example's update, then W_j += g_j x.
     // One pass over each row when the rows are distinct; two when one repeats, so that
     // dL/dx never sees a row this example has already updated.
@@ -276,12 +274,106 @@ int torchnce_word2vec_batches(float* in_vec, float* out_vec, int64_t dim,
       for (int64_t j = 0; j <= k; ++j) axpy(g[j], x.data(), rows[j], dim);
     }
     // The input rows += dL/dx (each context row its share of the mean's gradient).
-    const int64_t* ids = inputs + i * width;
-    for (int64_t w = 0; w < width; ++w)
-      if (mask == nullptr || mask[i * width + w])
-        axpy(share, gx.data(), in_vec + ids[w] * dim, dim);
+    const int64_t* ids = c.inputs + i * c.width;
+    for (int64_t w = 0; w < c.width; ++w)
+      if (c.mask == nullptr || c.mask[i * c.width + w])
+        axpy(share, gx.data(), c.in_vec + ids[w] * dim, dim);
+  }
+  return total;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Trains examples [0, n), batch b (examples [b * batch, (b + 1) * batch)) at rate lrs[b];
+// adds the summed loss to *loss. Returns 0.
+int torchnce_word2vec_batches(float* in_vec, float* out_vec, int64_t dim,
+                              const int64_t* inputs, int64_t width, const uint8_t* mask,
+                              const int64_t* labels, const int64_t* negatives, int64_t k,
+                              const float* true_logq, const float* neg_logq, int softmax,
+                              int remove_hits, int64_t n, int64_t batch, const float* lrs,
+                              double* loss) {
+  const Chunk c{in_vec, out_vec,  dim,       inputs,   width,   mask,       labels,
+                negatives, k,     true_logq, neg_logq, softmax, remove_hits};
+  *loss += train(c, n, [lrs, batch](int64_t i) { return lrs[i / batch]; });
+  return 0;
+}
+
+// Skip-gram over one chunk of (subsampled) tokens, by windows (after HogBatch: Ji et al.,
+// "Parallelizing word2vec in shared and distributed memory", arXiv:1604.04661). The centre at
+// position p and the m words at distance d <= reach[p] on its line give m examples, in
+// word2vec.c's orientation: input the context word's vector X_i, label the centre; each has
+// its own K negatives, drawn from the alias table (threshold, alias) with xoshiro256** seeded
+// by `seed`. The window's m examples are one batch computed from the tables as they are at
+// its start: the public loss with per-example candidates ``[m, K]`` and one SGD step, which
+// the tests check; the centre's row is read once and written once per window.
+//   l_ij = X_i . W_ij - log Q_ij (j = 0 the centre; log-Q optional, Q_c = probs[c] * K; hit
+//   removal: the last negative equal to the centre gets -FLT_MAX), loss and dL/dl as
+//   example_grad (g times -lr), then X_i += sum_j g_ij W_ij and W_ij += g_ij X_i.
+// The rate falls linearly over the chunk's positions from lr_first to lr_last, never below
+// lr_floor. Adds the loss to *loss and the number of examples to *count.
+int torchnce_word2vec_skipgram(float* in_vec, float* out_vec, int64_t dim, const int64_t* ids,
+                               const int64_t* lines, const int64_t* reach, int64_t n,
+                               const double* threshold, const int64_t* alias,
+                               const float* probs, int64_t vocab, int64_t k, int log_q,
+                               int softmax, int remove_hits, float lr_first, float lr_last,
+                               float lr_floor, uint64_t seed, int shared, double* loss,
+                               int64_t* count) {
+  Xoshiro256 rng(seed);
+  const int64_t rows = k + 1;
+  std::vector<int64_t> context, labels, negatives;
+  std::vector<float> true_logq, neg_logq, g, lg(rows), gx;
+  double total = 0.0;
+  int64_t examples = 0;
+  for (int64_t p = 0; p < n; ++p) {
+    context.clear();
+    for (int64_t d = 1; d <= reach[p]; ++d)
+      for (const int64_t q : {p - d, p + d})
+        if (q >= 0 && q < n && lines[q] == lines[p]) context.push_back(ids[q]);
+    const int64_t m = static_cast<int64_t>(context.size());
+    if (m == 0) continue;
+    labels.assign(m, ids[p]);
+    negatives.resize(m * k);
+    for (int64_t i = 0; i < m; ++i)  // shared: the first example's draws serve them all
+      for (int64_t j = 0; j < k; ++j)
+        negatives[i * k + j] = shared && i > 0 ? negatives[j]
+                                               : alias_draw(rng, threshold, alias, vocab);
+    if (log_q) {
+      true_logq.assign(m, std::log(probs[ids[p]] * k));
+      neg_logq.resize(m * k);
+      for (int64_t i = 0; i < m * k; ++i) neg_logq[i] = std::log(probs[negatives[i]] * k);
+    }
+    const Chunk c{in_vec, out_vec, dim, context.data(), 1, nullptr, labels.data(),
+                  negatives.data(), k, log_q ? true_logq.data() : nullptr,
+                  log_q ? neg_logq.data() : nullptr, softmax, remove_hits};
+    const float lr = lr_first + (lr_last - lr_first) * static_cast<float>(p) / n;
+    const float scale = -(lr > lr_floor ? lr : lr_floor);
+    g.resize(m * rows);
+    gx.assign(m * dim, 0.0F);
+    // The batch's gradients, from the tables at its start: dL/dX_i = sum_j g_ij W_ij.
+    for (int64_t i = 0; i < m; ++i) {
+      const float* x = in_vec + context[i] * dim;
+      float* gi = g.data() + i * rows;
+      total += example_grad(c, i, x, scale, gi, lg.data());
+      axpy(gi[0], out_vec + ids[p] * dim, gx.data() + i * dim, dim);
+      for (int64_t j = 0; j < k; ++j)
+        axpy(gi[j + 1], out_vec + negatives[i * k + j] * dim, gx.data() + i * dim, dim);
+    }
+    // The updates: W_ij += g_ij X_i (X_i as at the start), then X_i += dL/dX_i.
+    for (int64_t i = 0; i < m; ++i) {
+      const float* x = in_vec + context[i] * dim;
+      const float* gi = g.data() + i * rows;
+      axpy(gi[0], x, out_vec + ids[p] * dim, dim);
+      for (int64_t j = 0; j < k; ++j)
+        axpy(gi[j + 1], x, out_vec + negatives[i * k + j] * dim, dim);
+    }
+    for (int64_t i = 0; i < m; ++i)
+      axpy(1.0F, gx.data() + i * dim, in_vec + context[i] * dim, dim);
+    examples += m;
   }
   *loss += total;
+  *count += examples;
   return 0;
 }
 

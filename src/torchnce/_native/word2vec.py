@@ -108,3 +108,68 @@ def _(in_vec: torch.Tensor, out_vec: torch.Tensor, inputs: torch.Tensor,
       true_logq: torch.Tensor | None, neg_logq: torch.Tensor | None, lrs: torch.Tensor,
       softmax: bool, remove_hits: bool, batch_size: int) -> torch.Tensor:
     return torch.empty((), dtype=torch.float64)
+
+
+@torch.library.custom_op("torchnce::word2vec_skipgram", mutates_args=("in_vec", "out_vec"))
+def word2vec_skipgram(
+    in_vec: torch.Tensor, out_vec: torch.Tensor, ids: torch.Tensor, lines: torch.Tensor,
+    reach: torch.Tensor, threshold: torch.Tensor, alias: torch.Tensor, probs: torch.Tensor,
+    num_sampled: int, log_q: bool, softmax: bool, remove_hits: bool, lr_first: float,
+    lr_last: float, lr_floor: float, seed: int, shared: bool,
+) -> torch.Tensor:
+    """Skip-gram over one chunk of tokens, examples made and trained in one native call.
+
+    Every centre ``ids[p]`` is the input of one example per word at distance
+    ``d <= reach[p]`` on its line (``lines``), word2vec's reduced window, with that word as
+    the label, in corpus order; each example's ``num_sampled`` negatives are drawn from the
+    alias table ``(threshold, alias)`` of the sampler whose probabilities are ``probs``; the
+    step is :func:`word2vec_batches`'s. Returns ``(summed loss, examples)`` as float64 ``[2]``.
+
+    Args:
+        in_vec, out_vec: float32 ``[V, D]`` tables, updated in place.
+        ids, lines, reach: int64 ``[n]``: the chunk's tokens, their line numbers and each
+            centre's reduced window (``1 <= reach <= window``).
+        threshold, alias, probs: float64, int64 and float32 ``[V]``, as
+            ``FixedUnigramSampler`` holds them.
+        num_sampled: K negatives per example; log_q: subtract ``log(K · probs)``.
+        softmax, remove_hits: as :func:`word2vec_batches`.
+        lr_first, lr_last, lr_floor: the rate at the chunk's first and last position
+            (linear in between), and its floor.
+        seed: the negatives' random seed.
+    """
+    library = load()[0]
+    if library is None:
+        raise RuntimeError(f"the native kernels are not available: {load()[1].reason}")
+    vocab, dim = in_vec.shape
+    n = ids.shape[0]
+    _check("in_vec", in_vec, torch.float32, (vocab, dim))
+    _check("out_vec", out_vec, torch.float32, (vocab, dim))
+    for name, t in (("ids", ids), ("lines", lines), ("reach", reach)):
+        _check(name, t, torch.int64, (n,))
+    _check("threshold", threshold, torch.float64, (vocab,))
+    _check("alias", alias, torch.int64, (vocab,))
+    _check("probs", probs, torch.float32, (vocab,))
+    if num_sampled < 1:
+        raise ValueError(f"num_sampled must be >= 1, got {num_sampled}")
+    check_all_in_range((("ids", ids), ("alias", alias)), vocab)
+    if n and int(reach.min()) < 0:
+        raise ValueError(f"reach must be >= 0, got {int(reach.min())}")
+    loss, count = ctypes.c_double(0.0), ctypes.c_int64(0)
+    fn = library.torchnce_word2vec_skipgram
+    fn.restype = ctypes.c_int
+    fn.argtypes = [_P, _P, _I64, _P, _P, _P, _I64, _P, _P, _P, _I64, _I64, ctypes.c_int,
+                   ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_float,
+                   ctypes.c_uint64, ctypes.c_int, _P, _P]
+    fn(in_vec.data_ptr(), out_vec.data_ptr(), dim, ids.data_ptr(), lines.data_ptr(),
+       reach.data_ptr(), n, threshold.data_ptr(), alias.data_ptr(), probs.data_ptr(), vocab,
+       num_sampled, int(log_q), int(softmax), int(remove_hits), lr_first, lr_last, lr_floor,
+       seed % 2**64, int(shared), ctypes.byref(loss), ctypes.byref(count))
+    return torch.tensor([loss.value, float(count.value)], dtype=torch.float64)
+
+
+@word2vec_skipgram.register_fake
+def _(in_vec: torch.Tensor, out_vec: torch.Tensor, ids: torch.Tensor, lines: torch.Tensor,
+      reach: torch.Tensor, threshold: torch.Tensor, alias: torch.Tensor, probs: torch.Tensor,
+      num_sampled: int, log_q: bool, softmax: bool, remove_hits: bool, lr_first: float,
+      lr_last: float, lr_floor: float, seed: int, shared: bool) -> torch.Tensor:
+    return torch.empty(2, dtype=torch.float64)

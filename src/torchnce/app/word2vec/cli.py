@@ -61,6 +61,9 @@ def add_word2vec_parser(sub: Any) -> None:
                         "0.05 for CBOW")
     p.add_argument("--threads", type=_positive, default=d.threads,
                    help="Hogwild worker processes")
+    p.add_argument("--shared-negatives", action="store_true",
+                   help="skip-gram on the native path: one set of negatives per window "
+                        "(HogBatch), faster with 2+ threads, slightly lower similarity scores")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--out", type=Path, default=Path("word2vec-out"), help="output directory")
     p.add_argument("--eval-similarity", type=Path, default=None, metavar="FILE",
@@ -104,7 +107,8 @@ def _config(args: argparse.Namespace) -> Word2VecConfig:
         model=args.model, loss=args.loss, sampler=args.sampler, distortion=args.distortion,
         dim=args.dim, window=args.window, num_sampled=args.num_sampled, epochs=args.epochs,
         batch_size=args.batch_size, subsample=args.subsample, min_count=args.min_count,
-        lr=args.lr, threads=args.threads, seed=args.seed)
+        lr=args.lr, threads=args.threads, seed=args.seed,
+        shared_negatives=args.shared_negatives)
 
 
 def run_word2vec(args: argparse.Namespace) -> int:

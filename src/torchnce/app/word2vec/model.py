@@ -27,7 +27,7 @@ from torchnce import (
     native_available,
 )
 from torchnce._native.sampling import alias_draws
-from torchnce._native.word2vec import word2vec_batches
+from torchnce._native.word2vec import word2vec_batches, word2vec_skipgram
 from torchnce._sampled.step import Classes, GraphFreeStep
 from torchnce.app.word2vec.corpus import Corpus, cbow_windows, skipgram_pairs
 
@@ -60,6 +60,7 @@ class Word2VecConfig:
     min_count: int = 5
     lr: float | None = None  # None: 0.025 for skip-gram, 0.05 for CBOW (word2vec's)
     threads: int = 2
+    shared_negatives: bool = False  # native skip-gram: one set of negatives per window
     seed: int = 1
 
     @property
@@ -100,6 +101,9 @@ class Word2Vec:
         # The native kernel where it builds (checked before any worker forks), else the pure
         # step; native=False forces the pure one.
         self.native = native_available().available if native is None else native
+        # Skip-gram with unigram negatives makes its examples natively too, chunk by chunk.
+        self.native_skipgram = (self.native and config.model == "skipgram"
+                                and isinstance(self.sampler, FixedUnigramSampler))
 
     def _table(self, rows: int, cols: int, shared: bool) -> torch.Tensor:
         """A zero float32 table; with ``shared``, in anonymous shared memory, so that worker
@@ -176,6 +180,25 @@ class Word2Vec:
             classes.sampled.contiguous(), *log_q, torch.tensor(lrs, dtype=torch.float32),
             spec.kind == "softmax", self.loss.remove_accidental_hits, size)
         return float(loss)
+
+
+    def train_skipgram(self, ids: torch.Tensor, lines: torch.Tensor, reach: torch.Tensor,
+                       lr_first: float, lr_last: float, lr_floor: float,
+                       gen: torch.Generator) -> tuple[float, int]:
+        """Skip-gram over a chunk's (subsampled) tokens in one native call: the examples of
+        word2vec's reduced windows ``reach``, in corpus order, each with ``num_sampled``
+        negatives from the sampler's alias table; returns ``(summed loss, examples)``."""
+        sampler = self.sampler
+        assert isinstance(sampler, FixedUnigramSampler)  # native_skipgram says so
+        spec = self.loss.spec
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+        out = word2vec_skipgram(
+            self.input_vectors, self.output_vectors, ids.contiguous(), lines.contiguous(),
+            reach.contiguous(), sampler.threshold, sampler.alias, sampler.probs,
+            self.config.num_sampled, spec.subtract_log_q, spec.kind == "softmax",
+            self.loss.remove_accidental_hits, lr_first, lr_last, lr_floor, seed,
+            self.config.shared_negatives)
+        return float(out[0]), int(out[1])
 
 
 def examples(model: Model, ids: torch.Tensor, lines: torch.Tensor, window: int,

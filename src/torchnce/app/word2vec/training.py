@@ -120,6 +120,12 @@ class Trainer:
         lines = self.corpus.lines[start:start + CHUNK_TOKENS]
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + j)
         kept, kept_lines = subsample(ids, lines, self.keep, gen)
+        if self.model.native_skipgram:  # examples made and trained in one native call
+            reach = torch.randint(1, config.window + 1, kept.shape, generator=gen)
+            first, last = (config.start_lr * (1.0 - (j + f) / len(self.plan)) for f in (0, 1))
+            loss, count = self.model.train_skipgram(kept, kept_lines, reach, first, last,
+                                                    config.start_lr * _MIN_LR_FRACTION, gen)
+            return ids.numel(), loss, count
         inputs, mask, labels = examples(config.model, kept, kept_lines, config.window, gen)
         if labels.numel() == 0:
             return ids.numel(), 0.0, 0
