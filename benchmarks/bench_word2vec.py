@@ -24,6 +24,8 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ import torch
 from gensim.models import Word2Vec as GensimWord2Vec
 from gensim.test.utils import datapath
 
+import torchnce
 from torchnce.app.word2vec.corpus import (
     Corpus,
     load_corpus,
@@ -53,8 +56,50 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=Word2VecConfig().batch_size)
+    p.add_argument("--shared-negatives", action="store_true",
+                   help="torchnce's HogBatch variant: one set of negatives per window")
+    p.add_argument("--processes", type=int, default=3,
+                   help="whole-process runs of each side, alternating (0: none)")
     p.add_argument("--no-write", action="store_true", help="print only")
     return p.parse_args()
+
+
+# The gensim side of a whole-process run: read and tokenise the shipped corpus as torchnce
+# does (the same regular expression, no torch import), build the vocabulary, train, write
+# the vectors in word2vec's text format.
+GENSIM_PROCESS = """
+import bz2, re, sys
+from gensim.models import Word2Vec
+word = re.compile(r"[^\\W\\d_]+(?:'[^\\W\\d_]+)*")
+with bz2.open(sys.argv[1], "rt", encoding="utf-8") as f:
+    sentences = [s for s in (word.findall(line.lower()) for line in f) if s]
+model = Word2Vec(sentences, vector_size=100, window=5, min_count=5, sg=1, negative=5,
+                 sample=1e-3, alpha=0.025, workers=2, epochs=5, seed=int(sys.argv[3]))
+model.wv.save_word2vec_format(sys.argv[2])
+"""
+
+
+def whole_processes(runs: int, shared: bool) -> dict[str, list[float]]:
+    """Seconds of whole processes (start, corpus, vocabulary, training, vectors written):
+    ``python -m torchnce word2vec`` and the gensim script above, alternating."""
+    seconds: dict[str, list[float]] = {"torchnce": [], "gensim": []}
+    corpus = str(shipped_corpus_path())
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(1, runs + 1):
+            commands = {
+                "torchnce": [sys.executable, "-m", "torchnce", "word2vec", "--no-progress",
+                             "--seed", str(seed), "--out", f"{tmp}/t",
+                             *(["--shared-negatives"] if shared else [])],
+                "gensim": [sys.executable, "-c", GENSIM_PROCESS, corpus, f"{tmp}/g.txt",
+                           str(seed)],
+            }
+            for name, command in commands.items():
+                start = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True)
+                seconds[name].append(time.perf_counter() - start)
+            print(f"process {seed}: torchnce {seconds['torchnce'][-1]:.1f} s, "
+                  f"gensim {seconds['gensim'][-1]:.1f} s", flush=True)
+    return seconds
 
 
 def evaluate(vectors: WordVectors, shared: set[str]) -> dict[str, float]:
@@ -114,7 +159,8 @@ def main() -> None:
     results: dict[str, dict[str, list[float]]] = {"torchnce": {}, "gensim": {}}
     for seed in range(1, args.seeds + 1):
         config = Word2VecConfig(epochs=args.epochs, seed=seed, threads=THREADS,
-                                batch_size=args.batch_size)
+                                batch_size=args.batch_size,
+                                shared_negatives=args.shared_negatives)
         runs = {"torchnce": run_torchnce(corpus, config),
                 "gensim": run_gensim(sentences, corpus, config)}
         shared = set(runs["torchnce"][1].words) & set(runs["gensim"][1].words)
@@ -125,14 +171,15 @@ def main() -> None:
             print(f"seed {seed} {name:>9}: {rate:>10,.0f} words/s  " + "  ".join(
                 f"{k} {v:.3f}" for k, v in scores.items() if k != "words_per_second"),
                 flush=True)
-    text = report(results, args, len(corpus.words))
+    processes = whole_processes(args.processes, args.shared_negatives)
+    text = report(results, args, len(corpus.words), processes)
     print(text)
     if not args.no_write:
         (Path(__file__).parent / "results_word2vec.md").write_text(text, encoding="utf-8")
 
 
 def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace,
-           vocabulary: int) -> str:
+           vocabulary: int, processes: dict[str, list[float]]) -> str:
     t, g = results["torchnce"], results["gensim"]
     ratio = [a / b for a, b in zip(t["words_per_second"], g["words_per_second"], strict=True)]
     lines = [
@@ -154,7 +201,16 @@ def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace,
         f"* WordSim353 difference (torchnce − gensim): "
         f"{statistics.mean(t['wordsim353']) - statistics.mean(g['wordsim353']):+.3f} over "
         f"{int(t['wordsim353_pairs'][0])} pairs in both vocabularies",
+        f"* torchnce: native kernels {torchnce.native_available().available}"
+        f"{', shared negatives per window' if args.shared_negatives else ''}",
     ]
+    if processes["torchnce"]:
+        speed = [g / t for t, g in zip(processes["torchnce"], processes["gensim"], strict=True)]
+        lines.append(
+            f"* whole processes (start, corpus, vocabulary, 5 epochs, vectors written), "
+            f"{len(speed)} alternating runs each: torchnce {summary(processes['torchnce'])} s, "
+            f"gensim {summary(processes['gensim'])} s; gensim's time / torchnce's: "
+            f"{summary(speed)}")
     return "\n".join(lines) + "\n"
 
 

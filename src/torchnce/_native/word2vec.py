@@ -1,12 +1,17 @@
-"""The binding of the native word2vec kernel (``word2vec.cpp``): checks, then one call.
+"""The bindings of the native word2vec kernels (``word2vec.cpp``): checks, then one call.
 
-``word2vec_batches`` trains a chunk of examples one after the other, word2vec's own SGD (as
-word2vec.c and gensim do): each example's loss and gradients are those of the pure step
-(``torchnce._sampled.step.GraphFreeStep``, applied by the app's ``Word2Vec.step``) on a batch
-of that one example, and a batch of ``batch_size`` examples only holds one learning rate. It is
-the custom op ``torchnce::word2vec_batches`` (it mutates the two tables), so ``torch.compile``
-sees one op. Every argument is checked here, ids included (one read per chunk, not per batch):
-the kernel itself trusts them.
+* ``batches`` trains given examples one after the other, word2vec's own SGD (as word2vec.c
+  and gensim do): each example's loss and gradients are those of the pure step
+  (``torchnce._sampled.step.GraphFreeStep``, applied by the app's ``Word2Vec.step``) on a
+  batch of that one example; a batch of ``batch_size`` examples only holds a learning rate.
+* ``skipgram`` makes a chunk's skip-gram examples from its tokens and trains them by windows,
+  each window one batch of the public loss.
+
+Both are registered as custom ops (``torchnce::word2vec_batches`` and
+``torchnce::word2vec_skipgram``, which mutate the two tables), so ``torch.compile`` sees one
+op each; the app calls the plain functions, which skip the dispatcher (its first call in a
+process costs about a second of imports, in every forked worker). Every argument is checked
+here, ids included (one read per chunk, not per batch): the kernels trust them.
 """
 
 from __future__ import annotations
@@ -44,8 +49,7 @@ def _pointer(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-@torch.library.custom_op("torchnce::word2vec_batches", mutates_args=("in_vec", "out_vec"))
-def word2vec_batches(
+def batches(
     in_vec: torch.Tensor, out_vec: torch.Tensor, inputs: torch.Tensor,
     mask: torch.Tensor | None, labels: torch.Tensor, negatives: torch.Tensor,
     true_logq: torch.Tensor | None, neg_logq: torch.Tensor | None, lrs: torch.Tensor,
@@ -102,6 +106,10 @@ def word2vec_batches(
     return torch.tensor(loss.value, dtype=torch.float64)
 
 
+word2vec_batches = torch.library.custom_op(
+    "torchnce::word2vec_batches", mutates_args=("in_vec", "out_vec"))(batches)
+
+
 @word2vec_batches.register_fake
 def _(in_vec: torch.Tensor, out_vec: torch.Tensor, inputs: torch.Tensor,
       mask: torch.Tensor | None, labels: torch.Tensor, negatives: torch.Tensor,
@@ -110,8 +118,7 @@ def _(in_vec: torch.Tensor, out_vec: torch.Tensor, inputs: torch.Tensor,
     return torch.empty((), dtype=torch.float64)
 
 
-@torch.library.custom_op("torchnce::word2vec_skipgram", mutates_args=("in_vec", "out_vec"))
-def word2vec_skipgram(
+def skipgram(
     in_vec: torch.Tensor, out_vec: torch.Tensor, ids: torch.Tensor, lines: torch.Tensor,
     reach: torch.Tensor, threshold: torch.Tensor, alias: torch.Tensor, probs: torch.Tensor,
     num_sampled: int, log_q: bool, softmax: bool, remove_hits: bool, lr_first: float,
@@ -165,6 +172,10 @@ def word2vec_skipgram(
        num_sampled, int(log_q), int(softmax), int(remove_hits), lr_first, lr_last, lr_floor,
        seed % 2**64, int(shared), ctypes.byref(loss), ctypes.byref(count))
     return torch.tensor([loss.value, float(count.value)], dtype=torch.float64)
+
+
+word2vec_skipgram = torch.library.custom_op(
+    "torchnce::word2vec_skipgram", mutates_args=("in_vec", "out_vec"))(skipgram)
 
 
 @word2vec_skipgram.register_fake

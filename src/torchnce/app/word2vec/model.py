@@ -27,7 +27,7 @@ from torchnce import (
     native_available,
 )
 from torchnce._native.sampling import alias_draws
-from torchnce._native.word2vec import word2vec_batches, word2vec_skipgram
+from torchnce._native.word2vec import batches, skipgram
 from torchnce._sampled.step import Classes, GraphFreeStep
 from torchnce.app.word2vec.corpus import Corpus, cbow_windows, skipgram_pairs
 
@@ -174,7 +174,7 @@ class Word2Vec:
         if spec.subtract_log_q:  # the counts in the inputs' dtype, then their logs, as the step
             log_q = (classes.true_count.float().log().expand(n, 1).reshape(n).contiguous(),
                      classes.sampled_count.float().log().expand(n, -1).contiguous())
-        loss = word2vec_batches(
+        loss = batches(
             self.input_vectors, self.output_vectors, inputs_ids.reshape(n, -1).contiguous(),
             None if mask is None else mask.contiguous(), classes.labels.reshape(n).contiguous(),
             classes.sampled.contiguous(), *log_q, torch.tensor(lrs, dtype=torch.float32),
@@ -192,7 +192,7 @@ class Word2Vec:
         assert isinstance(sampler, FixedUnigramSampler)  # native_skipgram says so
         spec = self.loss.spec
         seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-        out = word2vec_skipgram(
+        out = skipgram(
             self.input_vectors, self.output_vectors, ids.contiguous(), lines.contiguous(),
             reach.contiguous(), sampler.threshold, sampler.alias, sampler.probs,
             self.config.num_sampled, spec.subtract_log_q, spec.kind == "softmax",
