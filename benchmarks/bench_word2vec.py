@@ -56,8 +56,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=Word2VecConfig().batch_size)
-    p.add_argument("--shared-negatives", action="store_true",
-                   help="torchnce's HogBatch variant: one set of negatives per window")
+    p.add_argument("--share-negatives", type=int, default=Word2VecConfig().share_negatives,
+                   help="torchnce's examples of a window sharing one set of negatives "
+                        "(1: a set per example; 0: the whole window, HogBatch)")
     p.add_argument("--processes", type=int, default=3,
                    help="whole-process runs of each side, alternating (0: none)")
     p.add_argument("--no-write", action="store_true", help="print only")
@@ -79,7 +80,7 @@ model.wv.save_word2vec_format(sys.argv[2])
 """
 
 
-def whole_processes(runs: int, shared: bool) -> dict[str, list[float]]:
+def whole_processes(runs: int, share: int) -> dict[str, list[float]]:
     """Seconds of whole processes (start, corpus, vocabulary, training, vectors written):
     ``python -m torchnce word2vec`` and the gensim script above, alternating."""
     seconds: dict[str, list[float]] = {"torchnce": [], "gensim": []}
@@ -89,7 +90,7 @@ def whole_processes(runs: int, shared: bool) -> dict[str, list[float]]:
             commands = {
                 "torchnce": [sys.executable, "-m", "torchnce", "word2vec", "--no-progress",
                              "--seed", str(seed), "--out", f"{tmp}/t",
-                             *(["--shared-negatives"] if shared else [])],
+                             "--share-negatives", str(share)],
                 "gensim": [sys.executable, "-c", GENSIM_PROCESS, corpus, f"{tmp}/g.txt",
                            str(seed)],
             }
@@ -160,7 +161,7 @@ def main() -> None:
     for seed in range(1, args.seeds + 1):
         config = Word2VecConfig(epochs=args.epochs, seed=seed, threads=THREADS,
                                 batch_size=args.batch_size,
-                                shared_negatives=args.shared_negatives)
+                                share_negatives=args.share_negatives)
         runs = {"torchnce": run_torchnce(corpus, config),
                 "gensim": run_gensim(sentences, corpus, config)}
         shared = set(runs["torchnce"][1].words) & set(runs["gensim"][1].words)
@@ -171,7 +172,7 @@ def main() -> None:
             print(f"seed {seed} {name:>9}: {rate:>10,.0f} words/s  " + "  ".join(
                 f"{k} {v:.3f}" for k, v in scores.items() if k != "words_per_second"),
                 flush=True)
-    processes = whole_processes(args.processes, args.shared_negatives)
+    processes = whole_processes(args.processes, args.share_negatives)
     text = report(results, args, len(corpus.words), processes)
     print(text)
     if not args.no_write:
@@ -202,7 +203,7 @@ def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace,
         f"{statistics.mean(t['wordsim353']) - statistics.mean(g['wordsim353']):+.3f} over "
         f"{int(t['wordsim353_pairs'][0])} pairs in both vocabularies",
         f"* torchnce: native kernels {torchnce.native_available().available}"
-        f"{', shared negatives per window' if args.shared_negatives else ''}",
+        f", --share-negatives {args.share_negatives}",
     ]
     if processes["torchnce"]:
         speed = [g / t for t, g in zip(processes["torchnce"], processes["gensim"], strict=True)]

@@ -303,9 +303,11 @@ int torchnce_word2vec_batches(float* in_vec, float* out_vec, int64_t dim,
 // Skip-gram over one chunk of (subsampled) tokens, by windows (after HogBatch: Ji et al.,
 // "Parallelizing word2vec in shared and distributed memory", arXiv:1604.04661). The centre at
 // position p and the m words at distance d <= reach[p] on its line give m examples, in
-// word2vec.c's orientation: input the context word's vector X_i, label the centre; each has
-// its own K negatives, drawn from the alias table (threshold, alias) with xoshiro256** seeded
-// by `seed`. The window's m examples are one batch computed from the tables as they are at
+// word2vec.c's orientation: input the context word's vector X_i, label the centre. Each run of
+// `share` consecutive examples of a window (the whole window for 0; 1 is word2vec's own, a
+// set per example) shares K negatives drawn from the alias table (threshold, alias) with
+// xoshiro256** seeded by `seed`: fewer distinct rows written per window, which is what lets
+// Hogwild workers scale. The window's m examples are one batch computed from the tables as they are at
 // its start: the public loss with per-example candidates ``[m, K]`` and one SGD step, which
 // the tests check; the centre's row is read once and written once per window.
 //   l_ij = X_i . W_ij - log Q_ij (j = 0 the centre; log-Q optional, Q_c = probs[c] * K; hit
@@ -318,7 +320,7 @@ int torchnce_word2vec_skipgram(float* in_vec, float* out_vec, int64_t dim, const
                                const double* threshold, const int64_t* alias,
                                const float* probs, int64_t vocab, int64_t k, int log_q,
                                int softmax, int remove_hits, float lr_first, float lr_last,
-                               float lr_floor, uint64_t seed, int shared, double* loss,
+                               float lr_floor, uint64_t seed, int64_t share, double* loss,
                                int64_t* count) {
   Xoshiro256 rng(seed);
   const int64_t rows = k + 1;
@@ -335,10 +337,11 @@ int torchnce_word2vec_skipgram(float* in_vec, float* out_vec, int64_t dim, const
     if (m == 0) continue;
     labels.assign(m, ids[p]);
     negatives.resize(m * k);
-    for (int64_t i = 0; i < m; ++i)  // shared: the first example's draws serve them all
+    const int64_t group = share > 0 ? share : m;  // 0: the whole window shares one set
+    for (int64_t i = 0; i < m; ++i)  // a group's first example draws, the others reuse them
       for (int64_t j = 0; j < k; ++j)
-        negatives[i * k + j] = shared && i > 0 ? negatives[j]
-                                               : alias_draw(rng, threshold, alias, vocab);
+        negatives[i * k + j] = i % group != 0 ? negatives[(i - i % group) * k + j]
+                                              : alias_draw(rng, threshold, alias, vocab);
     if (log_q) {
       true_logq.assign(m, std::log(probs[ids[p]] * k));
       neg_logq.resize(m * k);

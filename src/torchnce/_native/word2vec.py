@@ -122,7 +122,7 @@ def skipgram(
     in_vec: torch.Tensor, out_vec: torch.Tensor, ids: torch.Tensor, lines: torch.Tensor,
     reach: torch.Tensor, threshold: torch.Tensor, alias: torch.Tensor, probs: torch.Tensor,
     num_sampled: int, log_q: bool, softmax: bool, remove_hits: bool, lr_first: float,
-    lr_last: float, lr_floor: float, seed: int, shared: bool,
+    lr_last: float, lr_floor: float, seed: int, share: int,
 ) -> torch.Tensor:
     """Skip-gram over one chunk of tokens, examples made and trained in one native call.
 
@@ -143,6 +143,8 @@ def skipgram(
         lr_first, lr_last, lr_floor: the rate at the chunk's first and last position
             (linear in between), and its floor.
         seed: the negatives' random seed.
+        share: how many consecutive examples of a window share one set of negatives (1: a set
+            per example, word2vec's own; 0: the whole window, HogBatch).
     """
     library = load()[0]
     if library is None:
@@ -158,6 +160,8 @@ def skipgram(
     _check("probs", probs, torch.float32, (vocab,))
     if num_sampled < 1:
         raise ValueError(f"num_sampled must be >= 1, got {num_sampled}")
+    if share < 0:
+        raise ValueError(f"share must be >= 0 (0: the whole window), got {share}")
     check_all_in_range((("ids", ids), ("alias", alias)), vocab)
     if n and int(reach.min()) < 0:
         raise ValueError(f"reach must be >= 0, got {int(reach.min())}")
@@ -166,11 +170,11 @@ def skipgram(
     fn.restype = ctypes.c_int
     fn.argtypes = [_P, _P, _I64, _P, _P, _P, _I64, _P, _P, _P, _I64, _I64, ctypes.c_int,
                    ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_float,
-                   ctypes.c_uint64, ctypes.c_int, _P, _P]
+                   ctypes.c_uint64, _I64, _P, _P]
     fn(in_vec.data_ptr(), out_vec.data_ptr(), dim, ids.data_ptr(), lines.data_ptr(),
        reach.data_ptr(), n, threshold.data_ptr(), alias.data_ptr(), probs.data_ptr(), vocab,
        num_sampled, int(log_q), int(softmax), int(remove_hits), lr_first, lr_last, lr_floor,
-       seed % 2**64, int(shared), ctypes.byref(loss), ctypes.byref(count))
+       seed % 2**64, share, ctypes.byref(loss), ctypes.byref(count))
     return torch.tensor([loss.value, float(count.value)], dtype=torch.float64)
 
 
@@ -182,5 +186,5 @@ word2vec_skipgram = torch.library.custom_op(
 def _(in_vec: torch.Tensor, out_vec: torch.Tensor, ids: torch.Tensor, lines: torch.Tensor,
       reach: torch.Tensor, threshold: torch.Tensor, alias: torch.Tensor, probs: torch.Tensor,
       num_sampled: int, log_q: bool, softmax: bool, remove_hits: bool, lr_first: float,
-      lr_last: float, lr_floor: float, seed: int, shared: bool) -> torch.Tensor:
+      lr_last: float, lr_floor: float, seed: int, share: int) -> torch.Tensor:
     return torch.empty(2, dtype=torch.float64)

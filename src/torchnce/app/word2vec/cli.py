@@ -61,9 +61,11 @@ def add_word2vec_parser(sub: Any) -> None:
                         "0.05 for CBOW")
     p.add_argument("--threads", type=_positive, default=d.threads,
                    help="Hogwild worker processes")
-    p.add_argument("--shared-negatives", action="store_true",
-                   help="skip-gram on the native path: one set of negatives per window "
-                        "(HogBatch), faster with 2+ threads, slightly lower similarity scores")
+    p.add_argument("--share-negatives", type=_non_negative_int, default=d.share_negatives,
+                   metavar="N",
+                   help="skip-gram on the native path: consecutive examples of a window that "
+                        "share one set of negatives (1: a set per example, word2vec's own; 0: "
+                        "the whole window, HogBatch: fastest, lower similarity scores)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--out", type=Path, default=Path("word2vec-out"), help="output directory")
     p.add_argument("--eval-similarity", type=Path, default=None, metavar="FILE",
@@ -78,6 +80,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
     return value
 
 
@@ -108,7 +117,7 @@ def _config(args: argparse.Namespace) -> Word2VecConfig:
         dim=args.dim, window=args.window, num_sampled=args.num_sampled, epochs=args.epochs,
         batch_size=args.batch_size, subsample=args.subsample, min_count=args.min_count,
         lr=args.lr, threads=args.threads, seed=args.seed,
-        shared_negatives=args.shared_negatives)
+        share_negatives=args.share_negatives)
 
 
 def run_word2vec(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ class Word2VecConfig:
     min_count: int = 5
     lr: float | None = None  # None: 0.025 for skip-gram, 0.05 for CBOW (word2vec's)
     threads: int = 2
-    shared_negatives: bool = False  # native skip-gram: one set of negatives per window
+    share_negatives: int = 2  # native skip-gram: examples of a window sharing a set (0: all)
     seed: int = 1
 
     @property
@@ -197,7 +197,7 @@ class Word2Vec:
             reach.contiguous(), sampler.threshold, sampler.alias, sampler.probs,
             self.config.num_sampled, spec.subtract_log_q, spec.kind == "softmax",
             self.loss.remove_accidental_hits, lr_first, lr_last, lr_floor, seed,
-            self.config.shared_negatives)
+            self.config.share_negatives)
         return float(out[0]), int(out[1])
 
 
