@@ -1,14 +1,18 @@
-"""word2vec trained with torchnce's losses: the settings, the two tables and one SGD step.
+"""word2vec trained with torchnce's losses: the settings, the two tables and the SGD steps.
 
 Every step computes a torchnce loss (``negative_sampling_loss``, ``nce_loss`` or
-``sampled_softmax_loss``, with their defaults) with ``num_sampled`` negatives drawn
-independently for every example (the word2vec way) from a torchnce sampler, and applies plain
-SGD. The step is the library's graph-free entry point (``torchnce._sampled.step``): labels and
-negatives are validated once per chunk of examples, and each step takes the loss and its
-gradients from the code of the losses' fused autograd node, without building a graph: on CPU
-the graph and the sparse gradient tensor cost more than the arithmetic of a word2vec batch.
-Tests pin the updates to those of autograd through the public functions. The epochs, the
-learning-rate schedule and the Hogwild workers are in ``training``.
+``sampled_softmax_loss``, with their defaults) with ``num_sampled`` negatives from a torchnce
+sampler, and applies plain SGD, on one of two paths:
+
+* native (``torchnce._native``, where it builds): skip-gram with the unigram sampler makes and
+  trains a chunk's examples in one call, by windows, the examples of a window sharing
+  ``share_negatives`` at a time; other settings train given examples one after the other;
+* pure PyTorch (``torchnce._sampled.step``, the reference): labels and negatives validated
+  once per chunk, each batch's loss and gradients from the code of the losses' fused autograd
+  node, without a graph.
+
+Tests pin both to autograd through the public functions. The epochs, the learning-rate
+schedule and the Hogwild workers are in ``training``.
 """
 
 from __future__ import annotations
