@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("word2vec.cpp", "sampling.cpp"))
 HEADERS = (Path(__file__).with_name("xoshiro.h"),)
@@ -108,6 +108,17 @@ def load() -> tuple[ctypes.CDLL | None, NativeStatus]:
                       RuntimeWarning, stacklevel=3)
         return None, status
     return library, NativeStatus(True, f"built with {Path(compiler).name} {' '.join(FLAGS[:2])}")
+
+
+def kernel(name: str, argtypes: list[Any]) -> Any:
+    """The library's C function ``name`` with its argument types set (and an int result);
+    ``RuntimeError`` naming the reason when the native kernels are not available."""
+    library, status = load()
+    if library is None:
+        raise RuntimeError(f"the native kernels are not available: {status.reason}")
+    fn = getattr(library, name)
+    fn.restype, fn.argtypes = ctypes.c_int, argtypes
+    return fn
 
 
 def native_available() -> NativeStatus:

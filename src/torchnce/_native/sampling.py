@@ -11,7 +11,7 @@ import ctypes
 
 import torch
 
-from torchnce._native.build import load
+from torchnce._native.build import kernel
 
 
 def alias_draws(threshold: torch.Tensor, alias: torch.Tensor, count: int,
@@ -19,9 +19,8 @@ def alias_draws(threshold: torch.Tensor, alias: torch.Tensor, count: int,
     """``count`` int64 ids drawn from the alias table ``(threshold, alias)`` (float64 and int64
     ``[n]``, CPU, as ``FixedUnigramSampler`` holds them); the seed is drawn from
     ``generator``."""
-    library = load()[0]
-    if library is None:
-        raise RuntimeError(f"the native kernels are not available: {load()[1].reason}")
+    fn = kernel("torchnce_alias_draws", [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                         ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p])
     n = threshold.numel()
     for name, table, dtype in (("threshold", threshold, torch.float64),
                                ("alias", alias, torch.int64)):
@@ -33,9 +32,5 @@ def alias_draws(threshold: torch.Tensor, alias: torch.Tensor, count: int,
         raise ValueError(f"count must be >= 0 and the table non-empty, got {count} and {n}")
     seed = int(torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator)) % 2**64
     out = torch.empty(count, dtype=torch.int64)
-    fn = library.torchnce_alias_draws
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                   ctypes.c_uint64, ctypes.c_void_p]
     fn(threshold.data_ptr(), alias.data_ptr(), n, count, seed, out.data_ptr())
     return out

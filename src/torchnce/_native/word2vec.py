@@ -17,23 +17,21 @@ here, ids included (one read per chunk, not per batch): the kernels trust them.
 from __future__ import annotations
 
 import ctypes
-from typing import Any
 
 import torch
 
 from torchnce._common.checks import check_all_in_range
-from torchnce._native.build import load
+from torchnce._native.build import kernel
 
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
 
 
-def _signature(library: ctypes.CDLL) -> Any:
-    fn = library.torchnce_word2vec_batches
-    fn.restype = ctypes.c_int
-    fn.argtypes = [_P, _P, _I64, _P, _I64, _P, _P, _P, _I64, _P, _P, ctypes.c_int,
-                   ctypes.c_int, _I64, _I64, _P, _P]
-    return fn
+_BATCHES = [_P, _P, _I64, _P, _I64, _P, _P, _P, _I64, _P, _P, ctypes.c_int, ctypes.c_int, _I64,
+            _I64, _P, _P]
+_SKIPGRAM = [_P, _P, _I64, _P, _P, _P, _I64, _P, _P, _P, _I64, _I64, ctypes.c_int, ctypes.c_int,
+             ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_float, ctypes.c_uint64, _I64,
+             _P, _P]
 
 
 def _check(name: str, t: torch.Tensor, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
@@ -71,10 +69,7 @@ def batches(
         remove_hits: remove the last negative equal to the label (accidental hit).
         batch_size: examples per batch.
     """
-    library = load()[0]
-    if library is None:
-        raise RuntimeError("the native kernels are not available: "
-                           f"{load()[1].reason}")
+    fn = kernel("torchnce_word2vec_batches", _BATCHES)
     vocab, dim = in_vec.shape
     n, width = inputs.shape
     k = negatives.shape[1] if negatives.dim() == 2 else -1
@@ -98,7 +93,7 @@ def batches(
     check_all_in_range((("inputs", inputs), ("labels", labels), ("negatives", negatives)),
                        vocab)
     loss = ctypes.c_double(0.0)
-    _signature(library)(
+    fn(
         in_vec.data_ptr(), out_vec.data_ptr(), dim, inputs.data_ptr(), width,
         _pointer(None if mask is None else mask.view(torch.uint8)), labels.data_ptr(),
         negatives.data_ptr(), k, _pointer(true_logq), _pointer(neg_logq), int(softmax),
@@ -146,9 +141,7 @@ def skipgram(
         share: how many consecutive examples of a window share one set of negatives (1: a set
             per example, word2vec's own; 0: the whole window, HogBatch).
     """
-    library = load()[0]
-    if library is None:
-        raise RuntimeError(f"the native kernels are not available: {load()[1].reason}")
+    fn = kernel("torchnce_word2vec_skipgram", _SKIPGRAM)
     vocab, dim = in_vec.shape
     n = ids.shape[0]
     _check("in_vec", in_vec, torch.float32, (vocab, dim))
@@ -166,11 +159,6 @@ def skipgram(
     if n and int(reach.min()) < 0:
         raise ValueError(f"reach must be >= 0, got {int(reach.min())}")
     loss, count = ctypes.c_double(0.0), ctypes.c_int64(0)
-    fn = library.torchnce_word2vec_skipgram
-    fn.restype = ctypes.c_int
-    fn.argtypes = [_P, _P, _I64, _P, _P, _P, _I64, _P, _P, _P, _I64, _I64, ctypes.c_int,
-                   ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_float,
-                   ctypes.c_uint64, _I64, _P, _P]
     fn(in_vec.data_ptr(), out_vec.data_ptr(), dim, ids.data_ptr(), lines.data_ptr(),
        reach.data_ptr(), n, threshold.data_ptr(), alias.data_ptr(), probs.data_ptr(), vocab,
        num_sampled, int(log_q), int(softmax), int(remove_hits), lr_first, lr_last, lr_floor,
