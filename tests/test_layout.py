@@ -23,7 +23,8 @@ ALLOWED = {  # subpackage -> the torchnce subpackages it may import
     "distributed": {"_common", "_sampling", "_sampled", "_exact", "_layers", "distributed"},
 }
 APP_ENTRY_POINTS = {"torchnce", "torchnce.distributed", "torchnce._sampled.step",
-                    "torchnce._native.word2vec", "torchnce._native.sampling"}
+                    "torchnce._native.word2vec", "torchnce._native.sampling",
+                    "torchnce._native.corpus"}
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
 

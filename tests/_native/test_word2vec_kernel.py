@@ -199,32 +199,35 @@ def one_hot_sampler(vocab: int, cls: int) -> torchnce.FixedUnigramSampler:
 @native
 @pytest.mark.parametrize("loss", ["negative_sampling_loss", "nce_loss", "sampled_softmax_loss"])
 @pytest.mark.parametrize("share", [1, 2, 0])
-def test_a_skipgram_window_is_one_step_of_the_public_loss(loss, share, gen):
-    """A centre with contexts 2 and 7 (reach 1, one line): two examples, inputs the context
-    vectors, label the centre, K negatives each (all class 3 here), one SGD step of the
-    public loss with per-example candidates, computed from the tables at the window's start.
-    With log-Q the centre must have a probability: it is class 3 too (every negative is then
-    an accidental hit, and a repeated row)."""
-    vocab, dim, k, lr = 9, 4, 3, 0.4
+@pytest.mark.parametrize("dim", [4, 16, 17, 100, 129])
+def test_a_skipgram_window_is_one_step_of_the_public_loss(loss, share, dim, gen):
+    """A centre with contexts 7, 7, 2 and 4 (reach 2, one line; 7 twice): four examples,
+    inputs the context vectors, label the centre, K negatives each (all class 3 here), one SGD
+    step of the public loss with per-example candidates, computed from the tables at the
+    window's start. With log-Q the centre must have a probability: it is class 3 too (every
+    negative is then an accidental hit, and a repeated row). The sizes cover the kernel's
+    register-held rows (1, 2, 7 vectors of 16, full and with a tail) and its generic loop
+    (over 128)."""
+    vocab, k, lr = 9, 3, 0.4
     in_vec, out_vec = torch.randn(vocab, dim, generator=gen), torch.randn(vocab, dim, generator=gen)
     sampler = one_hot_sampler(vocab, 3)
     centre_id = 5 if loss == "negative_sampling_loss" else 3
-    ids, lines = torch.tensor([2, centre_id, 7]), torch.zeros(3, dtype=torch.int64)
-    reach = torch.tensor([0, 1, 0])
+    ids, lines = torch.tensor([2, 7, centre_id, 7, 4]), torch.zeros(5, dtype=torch.int64)
+    reach = torch.tensor([0, 0, 2, 0, 0])
     spec = {"negative_sampling_loss": (False, False), "nce_loss": (True, False),
             "sampled_softmax_loss": (True, True)}[loss]
     x, w = in_vec.clone().requires_grad_(), out_vec.clone().requires_grad_()
-    contexts, centre = torch.tensor([2, 7]), torch.tensor([centre_id, centre_id])
+    contexts, centre = torch.tensor([7, 7, 2, 4]), torch.full((4,), centre_id)
     counts = float(sampler.probs[3]) * k
-    values = (torch.full((2, k), 3), (sampler.probs[centre] * k).unsqueeze(1),
-              torch.full((2, k), counts))
+    values = (torch.full((4, k), 3), (sampler.probs[centre] * k).unsqueeze(1),
+              torch.full((4, k), counts))
     expected = getattr(torchnce, loss)(w, None, centre, x[contexts], k, vocab,
                                        sampled_values=values)
     expected.sum().backward()
     out = word2vec_skipgram(in_vec, out_vec, ids, lines, reach, sampler.threshold,
                             sampler.alias, sampler.probs, k, spec[0], loss.startswith("sampled"),
                             spec[1], lr, lr, 0.0, 0, share)
-    assert out[1] == 2
+    assert out[1] == 4
     assert float(out[0]) == pytest.approx(float(expected.sum().detach()), rel=1e-5)
     torch.testing.assert_close(in_vec, (x - lr * x.grad).detach())
     torch.testing.assert_close(out_vec, (w - lr * w.grad).detach())

@@ -22,7 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("word2vec.cpp", "sampling.cpp"))
+SOURCES = tuple(Path(__file__).with_name(name)
+                for name in ("word2vec.cpp", "sampling.cpp", "corpus.cpp"))
 HEADERS = (Path(__file__).with_name("xoshiro.h"),)
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 _LIBRARY = "libtorchnce_native.so"
@@ -110,14 +111,14 @@ def load() -> tuple[ctypes.CDLL | None, NativeStatus]:
     return library, NativeStatus(True, f"built with {Path(compiler).name} {' '.join(FLAGS[:2])}")
 
 
-def kernel(name: str, argtypes: list[Any]) -> Any:
-    """The library's C function ``name`` with its argument types set (and an int result);
+def kernel(name: str, argtypes: list[Any], restype: Any = ctypes.c_int) -> Any:
+    """The library's C function ``name`` with its argument and result types set;
     ``RuntimeError`` naming the reason when the native kernels are not available."""
     library, status = load()
     if library is None:
         raise RuntimeError(f"the native kernels are not available: {status.reason}")
     fn = getattr(library, name)
-    fn.restype, fn.argtypes = ctypes.c_int, argtypes
+    fn.restype, fn.argtypes = restype, argtypes
     return fn
 
 

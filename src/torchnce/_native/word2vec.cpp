@@ -196,17 +196,12 @@ float input_vector(const Chunk& c, int64_t i, float* x) {
   return share;
 }
 
-// One example's loss, and into g [K + 1] the gradient dL/dlogit times scale.
 // Logits: l_j = x . W_j - log Q_j (when log-Q is given), the label first, then the K
-// negatives; with hit removal the last negative equal to the label gets -FLT_MAX added.
-// Sigmoid (NCE, NEG):  L = sum_j softplus(l_j) - l_0,  dL/dl_j = sigmoid(l_j) - [j = 0]
-// Softmax:             L = logsumexp(l) - l_0,         dL/dl_j = softmax(l)_j - [j = 0]
-double example_grad(const Chunk& c, int64_t i, const float* x, float scale, float* g,
-                    float* lg) {
+// negatives; with hit removal the last negative equal to the label gets -FLT_MAX added. The
+// dot products are in lg already; this adds the rest.
+void finish_logits(const Chunk& c, int64_t i, float* lg) {
   const int64_t k = c.k, label = c.labels[i];
   const int64_t* negs = c.negatives + i * k;
-  lg[0] = dot(x, c.out_vec + label * c.dim, c.dim);
-  for (int64_t j = 0; j < k; ++j) lg[j + 1] = dot(x, c.out_vec + negs[j] * c.dim, c.dim);
   if (c.remove_hits) {
     for (int64_t j = k - 1; j >= 0; --j)
       if (negs[j] == label) {
@@ -218,12 +213,18 @@ double example_grad(const Chunk& c, int64_t i, const float* x, float scale, floa
     lg[0] -= c.true_logq[i];
     for (int64_t j = 0; j < k; ++j) lg[j + 1] -= c.neg_logq[i * k + j];
   }
+}
+
+// One example's loss from its K + 1 logits lg, and into g [K + 1] dL/dlogit times scale.
+// Sigmoid (NCE, NEG):  L = sum_j softplus(l_j) - l_0,  dL/dl_j = sigmoid(l_j) - [j = 0]
+// Softmax:             L = logsumexp(l) - l_0,         dL/dl_j = softmax(l)_j - [j = 0]
+double loss_grad(int64_t k, int softmax, const float* lg, float scale, float* g) {
   // float32 throughout, as the pure step computes; one exp per logit: with e = exp(-|l|),
   // softplus(l) = max(l, 0) + log(1 + e) and sigmoid(l) = 1/(1+e) for l >= 0, e/(1+e)
   // otherwise (no overflow either way). The logs of the K + 1 factors 1 + e, each in (1, 2],
   // are taken as one log of their product (the loss is reported, not differentiated).
   double loss = 0.0;
-  if (!c.softmax) {
+  if (!softmax) {
     double product = 1.0;
     for (int64_t j = 0; j <= k; ++j) {
       const float e = std::exp(-std::fabs(lg[j]));
@@ -246,6 +247,18 @@ double example_grad(const Chunk& c, int64_t i, const float* x, float scale, floa
   g[0] -= 1.0F;
   for (int64_t j = 0; j <= k; ++j) g[j] *= scale;
   return loss;
+}
+
+// One example's loss, and into g [K + 1] the gradient dL/dlogit times scale (lg: scratch
+// for the K + 1 logits).
+double example_grad(const Chunk& c, int64_t i, const float* x, float scale, float* g,
+                    float* lg) {
+  const int64_t k = c.k;
+  const int64_t* negs = c.negatives + i * k;
+  lg[0] = dot(x, c.out_vec + c.labels[i] * c.dim, c.dim);
+  for (int64_t j = 0; j < k; ++j) lg[j + 1] = dot(x, c.out_vec + negs[j] * c.dim, c.dim);
+  finish_logits(c, i, lg);
+  return loss_grad(k, c.softmax, lg, scale, g);
 }
 
 // Trains examples [0, c.n) one after the other; example i at rate lr(i). Returns the loss.
@@ -280,6 +293,197 @@ double train(const Chunk& c, int64_t n, Rate lr) {
         axpy(share, gx.data(), c.in_vec + ids[w] * dim, dim);
   }
   return total;
+}
+
+// A skip-gram window: the context ids of one centre and the negatives of its examples
+// ([m, K], consecutive runs of `share` examples sharing a set).
+struct Window {
+  std::vector<int64_t> context;
+  std::vector<int64_t> negatives;
+};
+
+// Makes the window of the first centre at or after position `from` that has a context word,
+// into w; returns its position (n when none is left). Draws its negatives from rng.
+int64_t make_window(const int64_t* ids, const int64_t* lines, const int64_t* reach, int64_t n,
+                    int64_t from, int64_t k, int64_t share, const double* threshold,
+                    const int64_t* alias, int64_t vocab, Xoshiro256& rng, Window& w) {
+  for (int64_t p = from; p < n; ++p) {
+    w.context.clear();
+    for (int64_t d = 1; d <= reach[p]; ++d)
+      for (const int64_t q : {p - d, p + d})
+        if (q >= 0 && q < n && lines[q] == lines[p]) w.context.push_back(ids[q]);
+    const int64_t m = static_cast<int64_t>(w.context.size());
+    if (m == 0) continue;
+    w.negatives.resize(m * k);
+    const int64_t group = share > 0 ? share : m;  // 0: the whole window shares one set
+    for (int64_t i = 0; i < m; ++i)  // a group's first example draws, the others reuse them
+      for (int64_t j = 0; j < k; ++j)
+        w.negatives[i * k + j] = i % group != 0 ? w.negatives[(i - i % group) * k + j]
+                                                : alias_draw(rng, threshold, alias, vocab);
+    return p;
+  }
+  return n;
+}
+
+// Asks for the rows of window w (centre `centre`) ahead of their use.
+void prefetch_window(const Window& w, const float* in_vec, const float* out_vec,
+                     int64_t centre, int64_t k, int64_t dim) {
+#if defined(__SSE__)
+  const int64_t lines = (dim * 4 + 63) / 64;
+  auto fetch = [lines](const float* row) {
+    for (int64_t l = 0; l < lines; ++l)
+      _mm_prefetch(reinterpret_cast<const char*>(row) + 64 * l, _MM_HINT_T0);
+  };
+  fetch(out_vec + centre * dim);
+  const int64_t m = static_cast<int64_t>(w.context.size());
+  for (int64_t i = 0; i < m; ++i) fetch(in_vec + w.context[i] * dim);
+  for (int64_t i = 0; i < m * k; ++i)
+    if (i < k || w.negatives[i] != w.negatives[i - k]) fetch(out_vec + w.negatives[i] * dim);
+#else
+  (void)w, (void)in_vec, (void)out_vec, (void)centre, (void)k, (void)dim;
+#endif
+}
+
+// One skip-gram window as one batch computed from the tables as they are at its start: m
+// examples, input X_i = in_vec[c.inputs[i]], label the centre's row W_0 = out_vec[centre],
+// negatives c.negatives [m, K]. Gradients first (dL/dX_i = sum_j g_ij W_ij into gx [m, dim]),
+// then W_ij += g_ij X_i (X_i as at the start), then X_i += dL/dX_i. g: scratch [m, K + 1],
+// lg: scratch [K + 1]. Returns the summed loss.
+double window_generic(const Chunk& c, int64_t m, int64_t centre, float scale, float* g,
+                      float* gx, float* lg) {
+  const int64_t k = c.k, dim = c.dim, rows = k + 1;
+  const float* in_vec = c.in_vec;
+  float* out_vec = c.out_vec;
+  double total = 0.0;
+  std::memset(gx, 0, sizeof(float) * m * dim);
+  for (int64_t i = 0; i < m; ++i) {
+    const float* x = in_vec + c.inputs[i] * dim;
+    float* gi = g + i * rows;
+    total += example_grad(c, i, x, scale, gi, lg);
+    axpy(gi[0], out_vec + centre * dim, gx + i * dim, dim);
+    for (int64_t j = 0; j < k; ++j)
+      axpy(gi[j + 1], out_vec + c.negatives[i * k + j] * dim, gx + i * dim, dim);
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    const float* x = in_vec + c.inputs[i] * dim;
+    const float* gi = g + i * rows;
+    axpy(gi[0], x, out_vec + centre * dim, dim);
+    for (int64_t j = 0; j < k; ++j) axpy(gi[j + 1], x, out_vec + c.negatives[i * k + j] * dim, dim);
+  }
+  for (int64_t i = 0; i < m; ++i) axpy(1.0F, gx + i * dim, c.in_vec + c.inputs[i] * dim, dim);
+  return total;
+}
+
+#if defined(__AVX512F__)
+// The same window with every row of dim <= 16 NV floats held in NV registers: each example's
+// input row is loaded once for its K + 1 dot products and its gradient accumulated in
+// registers; the centre's row is read and written once per window (its m updates summed in
+// registers first). A negative equal to the centre goes into that sum too.
+template <int NV>
+struct Row {
+  __m512 v[NV];
+
+  static __mmask16 tail(int64_t dim) {
+    const int64_t last = dim - 16 * (NV - 1);
+    return last >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1U << last) - 1U);
+  }
+  void load(const float* p, __mmask16 t) {
+    for (int q = 0; q + 1 < NV; ++q) v[q] = _mm512_loadu_ps(p + 16 * q);
+    v[NV - 1] = _mm512_maskz_loadu_ps(t, p + 16 * (NV - 1));
+  }
+  void store(float* p, __mmask16 t) const {
+    for (int q = 0; q + 1 < NV; ++q) _mm512_storeu_ps(p + 16 * q, v[q]);
+    _mm512_mask_storeu_ps(p + 16 * (NV - 1), t, v[NV - 1]);
+  }
+  void zero() {
+    for (int q = 0; q < NV; ++q) v[q] = _mm512_setzero_ps();
+  }
+  float dot(const float* p, __mmask16 t) const {  // this . p
+    __m512 s = _mm512_mul_ps(v[0], NV == 1 ? _mm512_maskz_loadu_ps(t, p) : _mm512_loadu_ps(p));
+    for (int q = 1; q + 1 < NV; ++q) s = _mm512_fmadd_ps(v[q], _mm512_loadu_ps(p + 16 * q), s);
+    if (NV > 1) s = _mm512_fmadd_ps(v[NV - 1], _mm512_maskz_loadu_ps(t, p + 16 * (NV - 1)), s);
+    return _mm512_reduce_add_ps(s);
+  }
+  void add(float a, const float* p, __mmask16 t) {  // this += a * p
+    const __m512 va = _mm512_set1_ps(a);
+    for (int q = 0; q + 1 < NV; ++q) v[q] = _mm512_fmadd_ps(va, _mm512_loadu_ps(p + 16 * q), v[q]);
+    v[NV - 1] = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(t, p + 16 * (NV - 1)), v[NV - 1]);
+  }
+  void add(float a, const Row& r) {  // this += a * r
+    const __m512 va = _mm512_set1_ps(a);
+    for (int q = 0; q < NV; ++q) v[q] = _mm512_fmadd_ps(va, r.v[q], v[q]);
+  }
+  void add_to(float a, float* p, __mmask16 t) const {  // p += a * this
+    const __m512 va = _mm512_set1_ps(a);
+    for (int q = 0; q + 1 < NV; ++q)
+      _mm512_storeu_ps(p + 16 * q, _mm512_fmadd_ps(va, v[q], _mm512_loadu_ps(p + 16 * q)));
+    _mm512_mask_storeu_ps(p + 16 * (NV - 1), t,
+                          _mm512_fmadd_ps(va, v[NV - 1], _mm512_maskz_loadu_ps(t, p + 16 * (NV - 1))));
+  }
+};
+
+template <int NV>
+double window_registers(const Chunk& c, int64_t m, int64_t centre, float scale, float* g,
+                        float* gx, float* lg) {
+  const int64_t k = c.k, dim = c.dim, rows = k + 1;
+  const __mmask16 t = Row<NV>::tail(dim);
+  float* out_vec = c.out_vec;
+  float* w0 = out_vec + centre * dim;
+  double total = 0.0;
+  Row<NV> x, acc;
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t* negs = c.negatives + i * k;
+    x.load(c.in_vec + c.inputs[i] * dim, t);
+    lg[0] = x.dot(w0, t);
+    for (int64_t j = 0; j < k; ++j) lg[j + 1] = x.dot(out_vec + negs[j] * dim, t);
+    finish_logits(c, i, lg);
+    float* gi = g + i * rows;
+    total += loss_grad(k, c.softmax, lg, scale, gi);
+    acc.zero();
+    acc.add(gi[0], w0, t);
+    for (int64_t j = 0; j < k; ++j) acc.add(gi[j + 1], out_vec + negs[j] * dim, t);
+    acc.store(gx + i * dim, t);
+  }
+  Row<NV> w;
+  w.load(w0, t);
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t* negs = c.negatives + i * k;
+    const float* gi = g + i * rows;
+    x.load(c.in_vec + c.inputs[i] * dim, t);
+    w.add(gi[0], x);
+    for (int64_t j = 0; j < k; ++j) {
+      if (negs[j] == centre)
+        w.add(gi[j + 1], x);
+      else
+        x.add_to(gi[j + 1], out_vec + negs[j] * dim, t);
+    }
+  }
+  w.store(w0, t);
+  for (int64_t i = 0; i < m; ++i) {
+    acc.load(gx + i * dim, t);
+    acc.add_to(1.0F, c.in_vec + c.inputs[i] * dim, t);
+  }
+  return total;
+}
+#endif
+
+// The window with the register-held rows where the rows fit in 8 AVX-512 registers.
+double train_window(const Chunk& c, int64_t m, int64_t centre, float scale, float* g,
+                    float* gx, float* lg) {
+#if defined(__AVX512F__)
+  switch ((c.dim + 15) / 16) {
+    case 1: return window_registers<1>(c, m, centre, scale, g, gx, lg);
+    case 2: return window_registers<2>(c, m, centre, scale, g, gx, lg);
+    case 3: return window_registers<3>(c, m, centre, scale, g, gx, lg);
+    case 4: return window_registers<4>(c, m, centre, scale, g, gx, lg);
+    case 5: return window_registers<5>(c, m, centre, scale, g, gx, lg);
+    case 6: return window_registers<6>(c, m, centre, scale, g, gx, lg);
+    case 7: return window_registers<7>(c, m, centre, scale, g, gx, lg);
+    case 8: return window_registers<8>(c, m, centre, scale, g, gx, lg);
+    default: break;
+  }
+#endif
+  return window_generic(c, m, centre, scale, g, gx, lg);
 }
 
 }  // namespace
@@ -324,24 +528,27 @@ int torchnce_word2vec_skipgram(float* in_vec, float* out_vec, int64_t dim, const
                                int64_t* count) {
   Xoshiro256 rng(seed);
   const int64_t rows = k + 1;
-  std::vector<int64_t> context, labels, negatives;
+  // Windows are made one ahead of their training (contexts and negatives, the draws in the
+  // same order as making each just before its use), so that the next window's rows are
+  // fetched into the cache while this one trains: the rows are random, and without this
+  // every one is a cache miss the loop waits for.
+  Window windows[2];
+  int64_t next = make_window(ids, lines, reach, n, 0, k, share, threshold, alias, vocab, rng,
+                             windows[0]);
+  std::vector<int64_t> labels;
   std::vector<float> true_logq, neg_logq, g, lg(rows), gx;
   double total = 0.0;
   int64_t examples = 0;
-  for (int64_t p = 0; p < n; ++p) {
-    context.clear();
-    for (int64_t d = 1; d <= reach[p]; ++d)
-      for (const int64_t q : {p - d, p + d})
-        if (q >= 0 && q < n && lines[q] == lines[p]) context.push_back(ids[q]);
+  for (int64_t slot = 0; next < n; slot ^= 1) {
+    const Window& w = windows[slot];
+    const int64_t p = next;
+    next = make_window(ids, lines, reach, n, p + 1, k, share, threshold, alias, vocab, rng,
+                       windows[slot ^ 1]);
+    if (next < n) prefetch_window(windows[slot ^ 1], in_vec, out_vec, ids[next], k, dim);
+    const std::vector<int64_t>& context = w.context;
+    const std::vector<int64_t>& negatives = w.negatives;
     const int64_t m = static_cast<int64_t>(context.size());
-    if (m == 0) continue;
     labels.assign(m, ids[p]);
-    negatives.resize(m * k);
-    const int64_t group = share > 0 ? share : m;  // 0: the whole window shares one set
-    for (int64_t i = 0; i < m; ++i)  // a group's first example draws, the others reuse them
-      for (int64_t j = 0; j < k; ++j)
-        negatives[i * k + j] = i % group != 0 ? negatives[(i - i % group) * k + j]
-                                              : alias_draw(rng, threshold, alias, vocab);
     if (log_q) {
       true_logq.assign(m, std::log(probs[ids[p]] * k));
       neg_logq.resize(m * k);
@@ -353,26 +560,8 @@ int torchnce_word2vec_skipgram(float* in_vec, float* out_vec, int64_t dim, const
     const float lr = lr_first + (lr_last - lr_first) * static_cast<float>(p) / n;
     const float scale = -(lr > lr_floor ? lr : lr_floor);
     g.resize(m * rows);
-    gx.assign(m * dim, 0.0F);
-    // The batch's gradients, from the tables at its start: dL/dX_i = sum_j g_ij W_ij.
-    for (int64_t i = 0; i < m; ++i) {
-      const float* x = in_vec + context[i] * dim;
-      float* gi = g.data() + i * rows;
-      total += example_grad(c, i, x, scale, gi, lg.data());
-      axpy(gi[0], out_vec + ids[p] * dim, gx.data() + i * dim, dim);
-      for (int64_t j = 0; j < k; ++j)
-        axpy(gi[j + 1], out_vec + negatives[i * k + j] * dim, gx.data() + i * dim, dim);
-    }
-    // The updates: W_ij += g_ij X_i (X_i as at the start), then X_i += dL/dX_i.
-    for (int64_t i = 0; i < m; ++i) {
-      const float* x = in_vec + context[i] * dim;
-      const float* gi = g.data() + i * rows;
-      axpy(gi[0], x, out_vec + ids[p] * dim, dim);
-      for (int64_t j = 0; j < k; ++j)
-        axpy(gi[j + 1], x, out_vec + negatives[i * k + j] * dim, dim);
-    }
-    for (int64_t i = 0; i < m; ++i)
-      axpy(1.0F, gx.data() + i * dim, in_vec + context[i] * dim, dim);
+    gx.resize(m * dim);
+    total += train_window(c, m, ids[p], scale, g.data(), gx.data(), lg.data());
     examples += m;
   }
   *loss += total;

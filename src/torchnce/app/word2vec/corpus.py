@@ -20,6 +20,9 @@ from typing import IO
 
 import torch
 
+import torchnce
+from torchnce._native.corpus import scan_ascii
+
 SHIPPED_CORPUS = "kjv.txt.bz2"
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 
@@ -55,28 +58,38 @@ def shipped_corpus_path() -> Path:
     return Path(str(data / SHIPPED_CORPUS))
 
 
-def _open_text(path: Path) -> IO[str]:
+def _open_bytes(path: Path) -> IO[bytes]:
     opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix)
     if opener is None:
-        return path.open(encoding="utf-8")
-    return opener(path, "rt", encoding="utf-8")  # type: ignore[operator, no-any-return]
+        return path.open("rb")
+    return opener(path, "rb")  # type: ignore[operator, no-any-return]
 
 
-def read_lines(path: Path, what: str = "corpus") -> list[str]:
-    """The lines of a UTF-8 text file, plain or compressed (.gz, .bz2, .xz)."""
+def read_bytes(path: Path, what: str = "corpus") -> bytes:
+    """The bytes of a file, plain or compressed (.gz, .bz2, .xz), decompressed."""
     if path.is_dir():
         raise CorpusError(f"{what} file {path} is a directory; give a text file")
     if not path.is_file():
         raise CorpusError(f"{what} file {path} does not exist; check the path")
     try:
-        with _open_text(path) as f:
-            return f.read().splitlines()
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{what} file {path} is not UTF-8 text ({e.reason} at byte "
-                          f"{e.start}); convert it with iconv -t utf-8") from None
+        with _open_bytes(path) as f:
+            return f.read()
     except (OSError, EOFError, lzma.LZMAError) as e:
         raise CorpusError(f"{what} file {path} cannot be read ({e}); "
                           "give plain text or a .gz/.bz2/.xz file") from None
+
+
+def _decode(data: bytes, path: Path, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{what} file {path} is not UTF-8 text ({e.reason} at byte "
+                          f"{e.start}); convert it with iconv -t utf-8") from None
+
+
+def read_lines(path: Path, what: str = "corpus") -> list[str]:
+    """The lines of a UTF-8 text file, plain or compressed (.gz, .bz2, .xz)."""
+    return _decode(read_bytes(path, what), path, what).splitlines()
 
 
 def tokenize(line: str) -> list[str]:
@@ -84,17 +97,26 @@ def tokenize(line: str) -> list[str]:
     return _WORD.findall(line.lower())
 
 
-def load_corpus(path: Path, min_count: int) -> Corpus:
-    """Read, tokenise and encode a corpus, keeping words seen at least ``min_count`` times."""
-    sentences = [tokenize(line) for line in read_lines(path)]
+def load_corpus(path: Path, min_count: int, native: bool | None = None) -> Corpus:
+    """Read, tokenise and encode a corpus, keeping words seen at least ``min_count`` times.
+
+    An ASCII text takes the native corpus pass where the native kernels are available
+    (``native=None``; ``False`` forces the pure path below, which every other text takes):
+    the same vocabulary, counts, ids and lines, in a fraction of the time.
+    """
+    data = read_bytes(path)
+    if native is None:
+        native = torchnce.native_available().available
+    if native and data.isascii():
+        scanned = scan_ascii(data, min_count)
+        words, total = scanned.words, scanned.num_words
+        _check_vocabulary(path, total, words, min_count)
+        return Corpus(words, scanned.counts, scanned.ids, scanned.lines, total)
+    sentences = [tokenize(line) for line in _decode(data, path, "corpus").splitlines()]
     counter = Counter(w for s in sentences for w in s)
-    if not counter:
-        raise CorpusError(f"corpus file {path} holds no words; give a non-empty text file")
     ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
     words = [w for w, c in ranked if c >= min_count]
-    if len(words) < 2:
-        raise CorpusError(f"corpus file {path} has {len(words)} word(s) seen at least "
-                          f"min_count={min_count} times; lower --min-count or give more text")
+    _check_vocabulary(path, counter.total(), words, min_count)
     index = {w: i for i, w in enumerate(words)}
     ids, lines = [], []
     for n, sentence in enumerate(sentences):
@@ -104,7 +126,16 @@ def load_corpus(path: Path, min_count: int) -> Corpus:
                 ids.append(i)
                 lines.append(n)
     counts = torch.tensor([counter[w] for w in words], dtype=torch.int64)
-    return Corpus(words, counts, torch.tensor(ids), torch.tensor(lines), counter.total())
+    return Corpus(words, counts, torch.tensor(ids, dtype=torch.int64),
+                  torch.tensor(lines, dtype=torch.int64), counter.total())
+
+
+def _check_vocabulary(path: Path, total: int, words: list[str], min_count: int) -> None:
+    if not total:
+        raise CorpusError(f"corpus file {path} holds no words; give a non-empty text file")
+    if len(words) < 2:
+        raise CorpusError(f"corpus file {path} has {len(words)} word(s) seen at least "
+                          f"min_count={min_count} times; lower --min-count or give more text")
 
 
 def keep_probability(counts: torch.Tensor, sample: float) -> torch.Tensor:
