@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchnce
-from torchnce._native.corpus import scan_ascii
+from torchnce._native.corpus import format_rows, scan_ascii
 from torchnce.app.word2vec.corpus import CorpusError, load_corpus, shipped_corpus_path
 
 native = pytest.mark.skipif(not torchnce.native_available().available,
@@ -83,3 +83,20 @@ def test_an_empty_text_scans_to_nothing():
     scanned = scan_ascii(b"", 1)
     assert scanned.words == [] and scanned.num_words == 0
     assert scanned.ids.shape == scanned.lines.shape == scanned.counts.shape == (0,)
+
+
+@native
+def test_format_rows_prints_as_python_does():
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(40, 33, generator=gen) * torch.logspace(-30, 30, 33)
+    values[0, :6] = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e-45])
+    expected = [" ".join(f"{v:.6g}" for v in row) for row in values.tolist()]
+    assert format_rows(values) == expected
+    assert format_rows(torch.empty(0, 3)) == []
+
+
+@native
+@pytest.mark.parametrize("values", [torch.zeros(2, 3, dtype=torch.float64), torch.zeros(3)])
+def test_format_rows_refuses_other_tensors(values):
+    with pytest.raises(ValueError, match="values must be a 2-D float32 CPU tensor"):
+        format_rows(values)

@@ -7,6 +7,7 @@ import platform
 import signal
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 
 import pytest
 import torch
@@ -67,7 +68,9 @@ def test_word2vec_writes_vectors_vocab_plot_and_metrics(corpus, tmp_path, loss, 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["words"] == 5 * 1200
     assert metrics["final_loss"] > 0
-    assert (out / "loss.png").stat().st_size > 1000
+    svg = ET.parse(out / "loss.svg").getroot()  # well-formed XML
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) == 2  # raw and smoothed
 
 
 def test_vectors_load_in_gensim(corpus, tmp_path):

@@ -11,8 +11,13 @@
 // Two calls: torchnce_corpus_scan does the work and returns a handle with the sizes, the
 // binding allocates the outputs, torchnce_corpus_take copies them out and frees the handle
 // (torchnce_corpus_free frees it without copying).
+// And the other way, for writing vectors: torchnce_format_rows prints a float32 matrix as
+// text, the values of a row as Python's f"{v:.6g}" prints them (std::to_chars' general
+// format is printf's %g, which Python's 'g' follows), joined by spaces, a line per row.
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -134,5 +139,29 @@ int torchnce_corpus_take(void* handle, char* words, int64_t* counts, int64_t* id
 }
 
 void torchnce_corpus_free(void* handle) { delete static_cast<Scan*>(handle); }
+
+// Prints rows [rows, cols] into out (capacity bytes; 14 * cols + 1 per row always suffice).
+// Returns the bytes written, or -1 when out is too small.
+int64_t torchnce_format_rows(const float* values, int64_t rows, int64_t cols, char* out,
+                             int64_t capacity) {
+  char* p = out;
+  char* const end = out + capacity;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      if (c > 0) {
+        if (p == end) return -1;
+        *p++ = ' ';
+      }
+      const double v = values[r * cols + c];
+      const auto done = std::to_chars(p, end, v != v ? std::abs(v) : v,  // "nan", never "-nan"
+                                      std::chars_format::general, 6);
+      if (done.ec != std::errc()) return -1;
+      p = done.ptr;
+    }
+    if (p == end) return -1;
+    *p++ = '\n';
+  }
+  return p - out;
+}
 
 }  // extern "C"

@@ -1,5 +1,5 @@
-"""The binding of the native corpus pass (``corpus.cpp``): an ASCII text tokenised, counted
-and encoded in one call, for the word2vec main job.
+"""The bindings of ``corpus.cpp``, the word2vec main job's text work: an ASCII corpus
+tokenised, counted and encoded in one call, and vectors printed as text.
 
 The pure path is ``load_corpus`` in ``torchnce.app.word2vec.corpus`` (a regular expression
 per line); for ASCII text the two give the same vocabulary, counts, ids and lines, which the
@@ -52,3 +52,22 @@ def scan_ascii(text: bytes, min_count: int) -> Scanned:
     take(handle, words, counts.data_ptr(), ids.data_ptr(), lines.data_ptr())
     vocabulary = words.raw[:chars].decode("ascii").split("\n")[:-1] if chars else []
     return Scanned(vocabulary, counts, ids, lines, num_words)
+
+
+def format_rows(values: torch.Tensor) -> list[str]:
+    """The rows of a float32 matrix as text: each row's values as ``f"{v:.6g}"`` prints them,
+    joined by spaces (the word2vec text format's numbers)."""
+    if values.dtype != torch.float32 or values.dim() != 2 or values.device.type != "cpu":
+        raise ValueError(f"values must be a 2-D float32 CPU tensor, got {values.dtype} "
+                         f"{tuple(values.shape)} on {values.device}")
+    values = values.contiguous()
+    rows, cols = values.shape
+    fn = kernel("torchnce_format_rows", [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                         ctypes.c_char_p, ctypes.c_int64],
+                restype=ctypes.c_int64)
+    capacity = rows * (14 * cols + 1)
+    out = ctypes.create_string_buffer(max(capacity, 1))
+    size = fn(values.data_ptr(), rows, cols, out, capacity)
+    if size < 0:
+        raise RuntimeError("format_rows: the output buffer was too small")
+    return out.raw[:size].decode("ascii").split("\n")[:-1] if rows else []

@@ -21,6 +21,7 @@ import torch
 
 from torchnce.app.word2vec.corpus import Corpus, CorpusError, load_corpus, shipped_corpus_path
 from torchnce.app.word2vec.model import LOSSES, Word2VecConfig
+from torchnce.app.word2vec.plot import write_loss_svg
 from torchnce.app.word2vec.training import Trainer, TrainLog, keep_freed_memory
 from torchnce.app.word2vec.vectors import Score, WordVectors, write_vocabulary, write_word2vec
 
@@ -227,29 +228,11 @@ def _write(out: Path, corpus: Corpus, vectors: WordVectors, log: TrainLog,
     write_word2vec(out / "vectors.txt", corpus.words, vectors.vectors)
     write_vocabulary(out / "vocab.txt", corpus.words, corpus.counts)
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    written = ["vectors.txt", "vocab.txt", "metrics.json"]
-    if _plot(out / "loss.png", log, config):
-        written.append("loss.png")
+    written = ["vectors.txt", "vocab.txt", "metrics.json", "loss.svg"]
+    names = {"neg": "negative sampling", "nce": "NCE", "sampled_softmax": "sampled softmax"}
+    write_loss_svg(out / "loss.svg", log.words_seen, log.losses, corpus.num_words,
+                   config.epochs,
+                   f"torchnce word2vec: {config.model}, {names.get(config.loss, config.loss)} "
+                   f"loss, {config.num_sampled} negatives",
+                   "training loss per example")
     print(f"wrote {', '.join(written)} to {out}/")
-
-
-def _plot(path: Path, log: TrainLog, config: Word2VecConfig) -> bool:
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib is not installed: no loss plot; pip install matplotlib",
-              file=sys.stderr)
-        return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(log.words_seen, log.losses, lw=1)
-    ax.set_xlabel("words processed")
-    ax.set_ylabel(f"{config.loss} loss per example")
-    ax.set_title(f"torchnce word2vec ({config.model}, {config.num_sampled} negatives)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True

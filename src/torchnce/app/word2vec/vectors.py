@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import torchnce
+from torchnce._native.corpus import format_rows
 from torchnce.app.word2vec.corpus import CorpusError, read_lines
 
 
@@ -126,10 +128,14 @@ def _analogy_questions(path: Path) -> list[tuple[str, ...]]:
 def write_word2vec(path: Path, words: list[str], vectors: torch.Tensor) -> None:
     """The word2vec text format: a ``count dim`` header, then ``word v1 ... vdim`` per line
     (``gensim.models.KeyedVectors.load_word2vec_format(path)`` reads it)."""
+    values = vectors.detach().float().cpu()
+    if torchnce.native_available().available:
+        rows = format_rows(values)
+    else:
+        rows = [" ".join(f"{v:.6g}" for v in row) for row in values.tolist()]
     with path.open("w", encoding="utf-8") as f:
         f.write(f"{vectors.shape[0]} {vectors.shape[1]}\n")
-        for word, row in zip(words, vectors.tolist(), strict=True):
-            f.write(word + " " + " ".join(f"{v:.6g}" for v in row) + "\n")
+        f.writelines(f"{word} {row}\n" for word, row in zip(words, rows, strict=True))
 
 
 def write_vocabulary(path: Path, words: list[str], counts: torch.Tensor) -> None:
