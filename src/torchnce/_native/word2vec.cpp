@@ -422,6 +422,35 @@ struct Row {
   }
 };
 
+// exp(x) for x <= 0 in 16 lanes: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by its Taylor
+// polynomial of degree 6 (relative error below 2e-7), times 2^n. Very negative x gives 0.
+__m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-200.0F));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341F)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125F), x);  // ln 2, high bits
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-06F), r);  // and the rest
+  __m512 poly = _mm512_set1_ps(1.0F / 720.0F);
+  for (const float c : {1.0F / 120.0F, 1.0F / 24.0F, 1.0F / 6.0F, 0.5F, 1.0F, 1.0F})
+    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(c));
+  return _mm512_scalef_ps(poly, n);
+}
+
+// loss_grad's sigmoid case for K + 1 <= 16 logits, in one vector: the same formulas.
+double sigmoid_loss_grad(int64_t k, const float* lg, float scale, float* g) {
+  const __mmask16 m = static_cast<__mmask16>((1U << (k + 1)) - 1U);
+  const __m512 l = _mm512_maskz_loadu_ps(m, lg), one = _mm512_set1_ps(1.0F);
+  const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(l)));
+  const __m512 one_e = _mm512_add_ps(one, e);
+  const __mmask16 positive = _mm512_cmp_ps_mask(l, _mm512_setzero_ps(), _CMP_GE_OQ);
+  __m512 sig = _mm512_div_ps(_mm512_mask_blend_ps(positive, e, one), one_e);
+  sig = _mm512_mask_sub_ps(sig, 1, sig, one);  // lane 0, the label: sigmoid - 1
+  _mm512_mask_storeu_ps(g, m, _mm512_mul_ps(sig, _mm512_set1_ps(scale)));
+  const float relu = _mm512_mask_reduce_add_ps(m, _mm512_max_ps(l, _mm512_setzero_ps()));
+  const float product = _mm512_mask_reduce_mul_ps(m, one_e);  // each factor in (1, 2]
+  return static_cast<double>(relu) + std::log(static_cast<double>(product)) - lg[0];
+}
+
 template <int NV>
 double window_registers(const Chunk& c, int64_t m, int64_t centre, float scale, float* g,
                         float* gx, float* lg) {
@@ -438,7 +467,8 @@ double window_registers(const Chunk& c, int64_t m, int64_t centre, float scale, 
     for (int64_t j = 0; j < k; ++j) lg[j + 1] = x.dot(out_vec + negs[j] * dim, t);
     finish_logits(c, i, lg);
     float* gi = g + i * rows;
-    total += loss_grad(k, c.softmax, lg, scale, gi);
+    total += !c.softmax && k < 16 ? sigmoid_loss_grad(k, lg, scale, gi)
+                                  : loss_grad(k, c.softmax, lg, scale, gi);
     acc.zero();
     acc.add(gi[0], w0, t);
     for (int64_t j = 0; j < k; ++j) acc.add(gi[j + 1], out_vec + negs[j] * dim, t);
