@@ -381,3 +381,75 @@ def test_embedding_lookup_shards_off_the_canonical_layout(strategy):
         torchnce.embedding_lookup(
             [torch.randn(2, 2), torch.randn(4, 2)], torch.tensor([5]), partition_strategy=strategy
         )
+
+
+# --- fuzzing regressions ---------------------------------------------------------------------
+
+
+@fn_names
+@pytest.mark.parametrize("which", ["true", "sampled"])
+@pytest.mark.parametrize("count", [0.0, -0.5, float("nan"), float("inf")])
+def test_unusable_expected_counts(fn_name, which, count):
+    # log Q of such a count is -inf, NaN or +inf: the loss was NaN/inf, or a silent 0.
+    labels, true_count, sampled_count = good()["sampled_values"]
+    if which == "true":
+        true_count = true_count.clone().index_fill_(1, torch.tensor([1]), count)
+    else:
+        sampled_count = sampled_count.clone().index_fill_(0, torch.tensor([2]), count)
+    with pytest.raises(ValueError, match=r"^sampled_values must hold finite, positive expected "
+                                         rf"counts \({which}_expected_count\)"):
+        call(fn_name, sampled_values=(labels, true_count, sampled_count))
+
+
+def test_expected_counts_not_used_are_not_read():
+    # negative_sampling_loss and subtract_log_q=False take no log of the counts: a count of 0
+    # (e.g. a reserved id's) is fine there.
+    sv = (torch.tensor([1, 3, 4]), torch.zeros(B, T), torch.zeros(S))
+    args = {k: v for k, v in good().items() if k != "sampled_values"}
+    assert torch.isfinite(torchnce.negative_sampling_loss(**args, sampled_values=sv)).all()
+    logits, _ = torchnce.compute_sampled_logits(**args, sampled_values=sv, subtract_log_q=False)
+    assert torch.isfinite(logits).all()
+
+
+def test_padded_label_counts_are_not_read():
+    # A padded slot's column is replaced whatever its count: a 0 there is not an error.
+    args = {**good(), "labels": torch.tensor([[0, -1], [2, 5]]), "padding_id": -1}
+    labels, true_count, sampled_count = args.pop("sampled_values")
+    true_count = torch.tensor([[0.5, 0.0], [0.5, 0.5]])
+    loss = torchnce.nce_loss(**args, sampled_values=(labels, true_count, sampled_count))
+    assert torch.isfinite(loss).all()
+
+
+BAD_BOOLS = pytest.mark.parametrize("value", ["yes", None, 2, 0.0])
+
+
+@fn_names
+@pytest.mark.parametrize("arg", ["remove_accidental_hits", "sparse_grad"])
+@BAD_BOOLS
+def test_bool_arguments_refuse_non_bools(fn_name, arg, value):
+    with pytest.raises(TypeError, match=rf"^{arg} must be a bool"):
+        call(fn_name, **{arg: value})
+
+
+@BAD_BOOLS
+def test_subtract_log_q_refuses_non_bools(value):
+    with pytest.raises(TypeError, match=r"^subtract_log_q must be a bool"):
+        call("compute_sampled_logits", subtract_log_q=value)
+
+
+@BAD_BOOLS
+def test_embedding_lookup_sparse_grad_refuses_non_bools(value):
+    with pytest.raises(TypeError, match=r"^sparse_grad must be a bool"):
+        torchnce.embedding_lookup(torch.randn(4, 2), torch.tensor([1]), sparse_grad=value)
+
+
+@pytest.mark.parametrize("max_norm", ["1", True, [1.0]])
+def test_embedding_lookup_max_norm_type(max_norm):
+    with pytest.raises(TypeError, match=r"^max_norm must be a positive number or None"):
+        torchnce.embedding_lookup(torch.randn(4, 2), torch.tensor([1]), max_norm=max_norm)
+
+
+@pytest.mark.parametrize("max_norm", [0.0, -1.0, float("nan"), float("-inf")])
+def test_embedding_lookup_max_norm_value(max_norm):
+    with pytest.raises(ValueError, match=r"^max_norm must be a positive number or None"):
+        torchnce.embedding_lookup(torch.randn(4, 2), torch.tensor([1]), max_norm=max_norm)

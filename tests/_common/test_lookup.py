@@ -7,6 +7,8 @@ float64 oracle in ``reference.sampled``; only ``max_norm`` (a reduction and a di
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -241,3 +243,26 @@ def test_empty_ids(id_shape, num_shards):
     params = mod_split(torch.randn(6, 3), num_shards)
     got = torchnce.embedding_lookup(params, torch.zeros(id_shape, dtype=torch.int64))
     assert got.shape == (*id_shape, 3)
+
+
+# --- fuzzing regressions ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("max_norm", [math.inf, 1e6, 1e40, 1e300])
+def test_max_norm_beyond_every_row_leaves_rows(dtype, max_norm):
+    # e·c / max(‖e‖, c) = e when ‖e‖ <= c: inf gave inf/inf = NaN rows, and a c outside the
+    # dtype's range raised a RuntimeError from torch's clamp.
+    params = torch.randn(5, 3).to(dtype)
+    got = torchnce.embedding_lookup(params, torch.tensor([0, 4]), max_norm=max_norm)
+    torch.testing.assert_close(got, params[[0, 4]])  # exact beyond the dtype's range
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_max_norm_low_precision_large_rows(dtype):
+    # ‖e‖² of a float16 row of 300s (3.6e5) overflows float16: the norm is taken in float32,
+    # so the row is clipped to norm 2 as in float32 instead of becoming 0.
+    params = torch.full((2, 4), 300.0, dtype=dtype)
+    got = torchnce.embedding_lookup(params, torch.tensor([1]), max_norm=2.0)
+    want = torchnce.embedding_lookup(params.float(), torch.tensor([1]), max_norm=2.0)
+    torch.testing.assert_close(got, want.to(dtype))

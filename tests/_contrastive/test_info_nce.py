@@ -537,3 +537,31 @@ def test_query_ids_with_explicit_negatives():
 def test_symmetric_with_log_q():
     with pytest.raises(ValueError, match=r"^log_q must be None when symmetric=True"):
         call(symmetric=True, log_q=torch.zeros(B))
+
+
+# --- fuzzing regressions ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("negatives", [False, True])
+def test_normalize_zero_row_low_precision(dtype, negatives):
+    # F.normalize's eps 1e-12 is 0 in float16: an all-zero row became 0/0 = NaN. Rows are
+    # normalised in float32 (a zero row stays zero, cosine similarity 0), as in float32.
+    q = torch.randn(B, D).to(dtype).index_fill_(0, torch.tensor([1]), 0.0)
+    k = torch.randn(B, D).to(dtype)
+    extra = {"negative_keys": torch.randn(M, D).to(dtype)} if negatives else {}
+    got = torchnce.info_nce_loss(q, k, reduction="none", **extra)
+    want = torchnce.info_nce_loss(q.float(), k.float(), reduction="none",
+                                  **{n: t.float() for n, t in extra.items()})
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want.to(dtype), rtol=1e-2, atol=2e-2)  # 8-bit bf16 rows
+
+
+def test_normalize_zero_row_mixed_negatives_float16():
+    q = torch.zeros(B, D, dtype=torch.float16)
+    k, n = torch.randn(B, D).half(), torch.randn(M, D).half()
+    got = torchnce.mixed_negatives_loss(q, k, n, batch_log_q=torch.zeros(B),
+                                        sampled_log_q=torch.zeros(M), reduction="none")
+    # Every similarity is 0: B in-batch logits 0 and M sampled ones −log(M·q) = −log M, so
+    # each row's loss is log(B + M·e^{−log M}) = log(B + 1).
+    torch.testing.assert_close(got, torch.full((B,), math.log(B + 1)).half())

@@ -246,3 +246,70 @@ def test_bad_call():
         layer(x, y, mode="eval")
     with pytest.raises(ValueError, match=r"^k must be in \[1, num_classes=30\]"):
         layer.top_k(x, 31)
+
+
+# --- fuzzing regressions ---------------------------------------------------------------------
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+def _bad_calls():
+    x, y = batch()
+    good_sv = (torch.tensor([1, 2, 3, 4, 5, 6]), torch.ones(B, 1), torch.ones(S))
+    return {
+        "inputs on another device": lambda m: m(x.to("meta"), y),
+        "inputs of another width": lambda m: m(x[:, :3], y),
+        "integer inputs": lambda m: m(x.long(), y),
+        "labels out of range": lambda m: m(x, y + C),
+        "labels of another batch": lambda m: m(x, y[:3]),
+        "float labels": lambda m: m(x, y.float()),
+        "unknown mode": lambda m: m(x, y, mode="eval"),
+        "sampled_values with a zero count": lambda m: m(
+            x, y, sampled_values=(good_sv[0], good_sv[1], torch.zeros(S))),
+    }
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
+@pytest.mark.parametrize("per_example", [False, True])
+@pytest.mark.parametrize("case", list(_bad_calls()))
+def test_failed_call_leaves_the_learned_sampler(loss, per_example, case):
+    # A call rejected by validation must not have fed its labels to the sampler first (before
+    # the device check moved up, inputs on another device failed after the draw).
+    layer = MODULES[loss](C, D, S, sampler=torchnce.LearnedUnigramSampler(C),
+                          per_example_negatives=per_example)
+    before = _state(layer)
+    with pytest.raises((TypeError, ValueError)):
+        _bad_calls()[case](layer)
+    after = _state(layer)
+    assert after.keys() == before.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert layer.sampler.get_extra_state()["recent"].numel() == 0
+    x, y = batch()
+    layer(x, y)  # and a good call does learn
+    assert layer.sampler.total == C + B
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
+@pytest.mark.parametrize("sampler", ["fixed", "learned"])
+def test_device_moves_a_given_sampler(loss, sampler):
+    # device= creates the parameters there; a sampler passed in stayed behind, so the first
+    # call failed on the device check ("meta" stands in for an accelerator here).
+    given = (torchnce.FixedUnigramSampler(C, unigrams=[1.0] * C) if sampler == "fixed"
+             else torchnce.LearnedUnigramSampler(C))
+    layer = MODULES[loss](C, D, S, sampler=given, device="meta")
+    assert layer.sampler is given
+    assert {t.device.type for t in given.buffers()} == {"meta"}
+    assert layer.weight.device.type == "meta"
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
+@pytest.mark.parametrize("count", [0.0, -1.0, math.nan, math.inf])
+def test_module_refuses_unusable_expected_counts(loss, count):
+    layer = MODULES[loss](C, D, S)
+    x, y = batch()
+    sv = (torch.tensor([1, 2, 3, 4, 5, 6]), torch.ones(B, 1), torch.full((S,), count))
+    with pytest.raises(ValueError, match=r"^sampled_values must hold finite, positive "
+                                         r"expected counts"):
+        layer(x, y, sampled_values=sv)

@@ -6,6 +6,8 @@ in ``reference.sampled``, compared at torch's per-dtype default tolerances.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -605,3 +607,57 @@ def test_biases_none_means_zero_biases(loss):
     torch.testing.assert_close(
         LOSSES[loss](w, None, *args), LOSSES[loss](w, torch.zeros(11, dtype=torch.float64), *args)
     )
+
+
+# --- fuzzing regressions: low-precision log expected counts ----------------------------------
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_tiny_expected_counts(loss, dtype):
+    # Counts of 1e-9 underflow to 0 in float16 (smallest subnormal 6e-8): cast before the log,
+    # log Q was -inf and the loss inf/NaN. The log is taken in float32, so the low-precision
+    # loss is the float32 loss of the same (exactly representable) values, rounded.
+    w, x = torch.randn(6, 3).to(dtype), torch.randn(2, 3).to(dtype)
+    b, y = torch.zeros(6, dtype=dtype), torch.tensor([[0], [1]])
+    sv = (torch.tensor([2, 3]), torch.full((2, 1), 1e-9), torch.tensor([1e-9, 3e-8]))
+    got = LOSSES[loss](w, b, y, x, 2, 6, sampled_values=sv)
+    want = LOSSES[loss](w.float(), b.float(), y, x.float(), 2, 6, sampled_values=sv)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want.to(dtype), **half_tolerance(dtype))
+
+
+@pytest.mark.parametrize("loss", ["nce", "softmax"])
+def test_float16_large_vocabulary_default_sampler(loss):
+    # C = 10⁷ and S = 1: the log-uniform expected counts of most ids are below float16's
+    # range (P(k) ≈ 1 / (k ln C)); the loss was [nan, inf, nan] before the log moved to float32.
+    num_classes = 10**7
+    w = torch.zeros(num_classes, 1, dtype=torch.float16)
+    b = torch.zeros(num_classes, dtype=torch.float16)
+    y = torch.tensor([[0], [5], [num_classes - 1]])
+    got = LOSSES[loss](w, b, y, torch.ones(3, 1, dtype=torch.float16), 1, num_classes, seed=0)
+    assert torch.isfinite(got).all()
+
+
+def test_float16_row_without_labels_is_finite():
+    # nce_loss documents a label-less row's loss as Σ_s softplus(ℓ_s), finite; with float16
+    # inputs and small counts it was NaN (log of a count cast to 0).
+    w, b = torch.zeros(10, 2, dtype=torch.float16), torch.zeros(10, dtype=torch.float16)
+    sv = ([3, 4], [[1e-8, 1e-8]], [1e-8, 1e-8])
+    got = torchnce.nce_loss(w, b, torch.tensor([[0, 1], [1, 1]]),
+                            torch.ones(2, 2, dtype=torch.float16), 2, 10, num_true=2,
+                            padding_id=1, sampled_values=sv)
+    # Row 1 has no labels: two logits 0 − log(1e-8) = 18.42..., each softplus(ℓ) ≈ ℓ.
+    expected = 2 * torch.nn.functional.softplus(-torch.tensor(1e-8).log())
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got[1], expected.half(), **half_tolerance(torch.float16))
+
+
+def test_float16_compute_sampled_logits_tiny_counts():
+    # The logits come back in float16 with log Q taken in float32 first: 0 − log(1e-9).
+    w, x = torch.zeros(4, 2, dtype=torch.float16), torch.ones(1, 2, dtype=torch.float16)
+    logits, _ = torchnce.compute_sampled_logits(
+        w, None, torch.tensor([[0]]), x, 1, 4, sampled_values=([1], [[1e-9]], [1e-9]))
+    assert logits.dtype == torch.float16
+    expected = torch.full((1, 2), -math.log(1e-9)).half()
+    torch.testing.assert_close(logits, expected)

@@ -9,6 +9,7 @@ by chance once in thousands of seeds, while a wrong formula fails them outright.
 
 from __future__ import annotations
 
+import gc
 import io
 import math
 import os
@@ -624,7 +625,7 @@ def test_fixed_unigram_unique_needs_enough_weights():
     sampler = torchnce.FixedUnigramSampler(4, unigrams=[0.0, 1.0, 0.0, 2.0])
     with pytest.raises(
         ValueError,
-        match=r"^num_sampled must be <= the number of classes with a non-zero weight \(2\)",
+        match=r"^num_sampled must be <= the number of classes the sampler can draw \(2\)",
     ):
         sampler.sample(torch.tensor([[1]]), 3)
     assert sampler.sample(torch.tensor([[1]]), 3, unique=False, generator=gen())[0].shape == (3,)
@@ -811,3 +812,47 @@ ERRORS = [
 def test_errors(error, pattern, call):
     with pytest.raises(error, match=pattern):
         call()
+
+
+# --- fuzzing regressions ---------------------------------------------------------------------
+
+
+def _alive_learned_samplers() -> int:
+    gc.collect()
+    return sum(type(o) is torchnce.LearnedUnigramSampler for o in gc.get_objects())  # final
+
+
+def test_learned_function_keeps_a_bounded_number_of_samplers():
+    # seed=step makes every call a new configuration: one sampler each was kept for the life
+    # of the process (200 calls at C = 10⁶ held 3 GB). Only the most recent few are kept now.
+    before = _alive_learned_samplers()
+    for step in range(40):
+        torchnce.learned_unigram_candidate_sampler(torch.tensor([[1]]), 1, 2, False, 50,
+                                                   seed=10_000 + step)
+    assert _alive_learned_samplers() - before <= 8
+
+
+def test_learned_function_recent_configuration_keeps_learning():
+    # Bounding the registry keeps TensorFlow's rule for a configuration in use: repeated
+    # identical calls keep learning, even with other configurations in between.
+    args = (torch.tensor([[3]]), 1, 2, False, 6)
+    torchnce.learned_unigram_candidate_sampler(*args, seed=515151)
+    for step in range(3):
+        torchnce.learned_unigram_candidate_sampler(*args, seed=616161 + step)
+    again = torchnce.learned_unigram_candidate_sampler(*args, seed=515151)
+    assert float(again.true_expected_count) == pytest.approx(2 * 2 / 7)  # counts 1,1,1,2,1,1
+
+
+def test_fixed_unigram_weight_below_the_alias_resolution_is_not_drawable():
+    # 1e-30 is a positive float32 weight, but it rounds to mass 0 in the alias table (units of
+    # 2⁻⁴⁰ of a column): the class is never drawn, so 3 unique draws from 3 classes stalled
+    # for minutes before a RuntimeError. It is refused at once, like a zero weight.
+    sampler = torchnce.FixedUnigramSampler(3, unigrams=[1.0, 1.0, 1e-30])
+    assert float(sampler.probability(torch.tensor([2]))) > 0
+    with pytest.raises(ValueError, match=r"^num_sampled must be <= the number of classes "
+                                         r"the sampler can draw \(2\)"):
+        sampler.sample(torch.tensor([[1]]), 3)
+    with pytest.raises(ValueError, match=r"^num_sampled must be <= the number of classes"):
+        torchnce.fixed_unigram_candidate_sampler(torch.tensor([[1]]), 1, 3, True, 3,
+                                                 unigrams=[1.0, 1.0, 1e-30])
+    assert sorted(sampler.sample(torch.tensor([[1]]), 2, generator=gen())[0].tolist()) == [0, 1]

@@ -10,6 +10,7 @@ run them once, at the public boundary.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,28 +80,70 @@ def check_ids_in_range(name: str, ids: torch.Tensor, upper: int) -> None:
     check_all_in_range(((name, ids),), upper)
 
 
-def check_all_in_range(named_ids: Sequence[tuple[str, torch.Tensor]], upper: int) -> None:
+def check_all_in_range(
+    named_ids: Sequence[tuple[str, torch.Tensor]],
+    upper: int,
+    positive: Sequence[tuple[str, str, torch.Tensor]] = (),
+) -> None:
     """:func:`check_ids_in_range` for several tensors at the cost of one: a single
     ``aminmax`` over all of them, so a call that checks labels and candidates reads the device
-    once. Only a failure looks at each tensor alone, to name the argument at fault."""
+    once. Only a failure looks at each tensor alone, to name the argument at fault.
+
+    ``positive`` holds ``(name, what, values)`` triples of floating tensors that must be
+    finite and > 0 (expected counts whose log is taken), checked in the same read.
+    """
     present = [(name, ids) for name, ids in named_ids if ids.numel()]
-    if not present:
+    counts = [(name, what, t) for name, what, t in positive if t.numel()]
+    if not present and not counts:
         return
-    if len(present) == 1:
-        lo, hi = torch.aminmax(present[0][1])
-    else:
-        bounds = [torch.aminmax(ids) for _, ids in present]
-        lo = torch.stack([b.min for b in bounds]).min()
-        hi = torch.stack([b.max for b in bounds]).max()
-    lo_v, hi_v = int(lo), int(hi)
-    if torch.compiler.is_compiling():  # a runtime assertion in the graph, no Python branch
+    scalars: list[torch.Tensor] = []
+    if present:
+        if len(present) == 1:
+            lo, hi = torch.aminmax(present[0][1])
+        else:
+            bounds = [torch.aminmax(ids) for _, ids in present]
+            lo = torch.stack([b.min for b in bounds]).min()
+            hi = torch.stack([b.max for b in bounds]).max()
+        scalars += [lo, hi]
+    scalars += [_not_positive(t).any().to(torch.int64) for _, _, t in counts]
+    if torch.compiler.is_compiling():  # runtime assertions in the graph, no Python branch
+        _assert_in_graph(present, counts, upper, [int(v) for v in scalars])
+        return
+    values = torch.stack([v.to(scalars[0].device) for v in scalars]).tolist()  # one read
+    if present and (values[0] < 0 or values[1] >= upper):
+        _raise_out_of_range(present, upper)
+    for (name, what, t), flag in zip(counts, values[2:] if present else values, strict=True):
+        if flag:
+            bad = t[_not_positive(t)].flatten()[0].item()
+            raise ValueError(f"{name} must hold finite, positive {what}, got {bad}; their log "
+                             "is subtracted from the logits")
+
+
+def _assert_in_graph(
+    present: Sequence[tuple[str, torch.Tensor]],
+    counts: Sequence[tuple[str, str, torch.Tensor]],
+    upper: int,
+    values: list[int],
+) -> None:
+    """The checks of :func:`check_all_in_range` as ``torch._check`` assertions (compiling)."""
+    if present:
         names = " and ".join(name for name, _ in present)
-        torch._check(lo_v >= 0, lambda: f"{names} must hold ids >= 0")  # type: ignore[no-untyped-call]
-        torch._check(hi_v < upper, lambda: f"{names} must hold ids < {upper}")  # type: ignore[no-untyped-call]
-        return
-    if lo_v >= 0 and hi_v < upper:
-        return
-    for name, ids in present:  # the failure path: find the first argument at fault
+        torch._check(values[0] >= 0, lambda: f"{names} must hold ids >= 0")  # type: ignore[no-untyped-call]
+        torch._check(values[1] < upper, lambda: f"{names} must hold ids < {upper}")  # type: ignore[no-untyped-call]
+    flags = values[2:] if present else values
+    for (name, what, _), flag in zip(counts, flags, strict=True):
+        message = f"{name} must hold finite, positive {what}"
+        torch._check(flag == 0, lambda m=message: m)  # type: ignore[no-untyped-call]
+
+
+def _not_positive(t: torch.Tensor) -> torch.Tensor:
+    """True where ``t`` is not a finite number > 0 (NaN, inf, 0 or negative)."""
+    return torch.logical_not((t > 0) & (t < math.inf))
+
+
+def _raise_out_of_range(present: Sequence[tuple[str, torch.Tensor]], upper: int) -> None:
+    """The failure path: find the first argument at fault."""
+    for name, ids in present:
         lo_i, hi_i = (int(v) for v in torch.aminmax(ids))
         if lo_i < 0 or hi_i >= upper:
             bad = lo_i if lo_i < 0 else hi_i

@@ -54,7 +54,8 @@ ARGS: dict[str, str] = {
     "sampler": "a :class:`torchnce.CandidateSampler` over ``[0, C)``; None builds "
                "``LogUniformSampler(num_classes)``. Samples are drawn with ``unique=True``. "
                "Its state (e.g. a learned sampler's counts) is part of ``state_dict`` and it "
-               "moves with ``.to()``.",
+               "moves with ``.to()`` (and to ``device`` when given: a sampler passed in is "
+               "moved in place).",
     "bias": "learn a bias per class (initialised to zero).",
     "num_shards": "P, split ``weight`` and ``bias`` into a ``ParameterList`` of P shards laid "
                   "out as TensorFlow's partitioned variables.",
@@ -62,7 +63,7 @@ ARGS: dict[str, str] = {
     "layer_sparse_grad": "sparse gradients for the sampled loss (the full loss is always "
                          "dense).",
     "reduction": "``\"mean\"`` (default), ``\"sum\"`` or ``\"none\"`` over the batch.",
-    "device": "where to create the parameters.",
+    "device": "where to create the parameters (and to move the sampler).",
     "dtype": "their floating dtype.",
     "layer_per_example_negatives": "draw ``S`` unique candidates for every row independently "
                                    "(each row as the sampler's unique draw for that row "

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from torchnce._common.checks import as_int_tensor, check_choice, check_ids_in_range
+from torchnce._common.checks import (
+    as_int_tensor,
+    check_bool,
+    check_choice,
+    check_ids_in_range,
+)
 from torchnce._common.types import STRATEGIES, PartitionStrategy, Table
 
 
@@ -143,11 +149,37 @@ def lookup(
 
 
 def clip_rows(rows: torch.Tensor, max_norm: float, id_rank: int) -> torch.Tensor:
-    """TensorFlow's ``_clip``: ``e·c / max(‖e‖, c)`` over the embedding axes."""
-    axes = tuple(range(id_rank, rows.dim()))
-    l2sum = rows.square().sum(dim=axes, keepdim=True) if axes else rows.square()
-    norm = torch.where(l2sum > 0, l2sum.clamp_min(torch.finfo(rows.dtype).tiny).sqrt(), 0.0)
-    return rows * max_norm / torch.clamp_min(norm, max_norm)
+    """TensorFlow's ``_clip``: ``e·c / max(‖e‖, c)`` over the embedding axes.
+
+    Float16/bfloat16 rows are clipped in float32 (``‖e‖²`` of a float16 row of 300s
+    overflows) and cast back. A ``c`` at or beyond the largest finite value of that dtype
+    (``inf`` included) exceeds every norm there, so the rows come back unchanged (the formula
+    would give ``inf/inf`` = NaN, or torch refuses the clamp).
+    """
+    work = torch.float32 if rows.dtype in (torch.float16, torch.bfloat16) else rows.dtype
+    if max_norm >= torch.finfo(work).max:
+        return rows
+    x = rows.to(work)
+    axes = tuple(range(id_rank, x.dim()))
+    l2sum = x.square().sum(dim=axes, keepdim=True) if axes else x.square()
+    norm = torch.where(l2sum > 0, l2sum.clamp_min(torch.finfo(work).tiny).sqrt(), 0.0)
+    return (x * max_norm / torch.clamp_min(norm, max_norm)).to(rows.dtype)
+
+
+def check_max_norm(max_norm: Any) -> float | None:
+    """``max_norm`` as a float > 0 (``inf`` allowed), or None; bools are refused."""
+    if max_norm is None:
+        return None
+    if isinstance(max_norm, torch.Tensor) and max_norm.numel() == 1 and (
+            max_norm.is_floating_point()):
+        max_norm = max_norm.item()
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real):
+        raise TypeError(f"max_norm must be a positive number or None, got "
+                        f"{type(max_norm).__name__} {max_norm!r}")
+    value = float(max_norm)
+    if not value > 0:
+        raise ValueError(f"max_norm must be a positive number or None, got {max_norm}")
+    return value
 
 
 def embedding_lookup(
@@ -185,13 +217,17 @@ def embedding_lookup(
         ``ids.shape + params.shape[1:]``.
 
     Raises:
-        TypeError: non-integer ids, shards of different dtypes.
+        TypeError: non-integer ids, shards of different dtypes, a ``max_norm`` that is not a
+            number, a ``sparse_grad`` that is not a bool.
         ValueError: ids out of range (one device synchronisation reads them), an empty shard
-            list, shards off the canonical layout, an unknown strategy, ``max_norm`` <= 0.
+            list, shards off the canonical layout, an unknown strategy, ``max_norm`` <= 0 or
+            NaN.
 
     Note:
         Unlike TensorFlow, shards whose sizes differ from the canonical layout raise instead of
-        mis-addressing rows.
+        mis-addressing rows; float16/bfloat16 rows are clipped in float32; and a ``max_norm``
+        beyond the dtype's range (``inf`` included) leaves the rows as they are (TensorFlow
+        gives NaN for ``inf``).
 
     Example:
         >>> import torch, torchnce
@@ -204,9 +240,9 @@ def embedding_lookup(
     shards = as_shards("params", params)
     num_rows = check_layout("params", shards, partition_strategy)
     ids = as_int_tensor("ids", ids, device=shards[0].device)
-    if max_norm is not None and not max_norm > 0:
-        raise ValueError(f"max_norm must be a positive number or None, got {max_norm}")
+    clip = check_max_norm(max_norm)
+    sparse = check_bool("sparse_grad", sparse_grad)
     check_ids_in_range("ids", ids, num_rows)
-    rows = lookup(shards, ids.reshape(-1), num_rows, partition_strategy, sparse_grad=sparse_grad)
+    rows = lookup(shards, ids.reshape(-1), num_rows, partition_strategy, sparse_grad=sparse)
     rows = rows.reshape(ids.shape + shards[0].shape[1:])
-    return rows if max_norm is None else clip_rows(rows, float(max_norm), ids.dim())
+    return rows if clip is None else clip_rows(rows, clip, ids.dim())

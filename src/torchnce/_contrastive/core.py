@@ -106,8 +106,16 @@ def check_reduction(reduction: Any) -> Reduction:
 
 
 def embed(x: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """Unit rows for cosine similarity, or ``x`` itself for the dot product."""
-    return F.normalize(x, dim=-1) if normalize else x
+    """Unit rows for cosine similarity, or ``x`` itself for the dot product.
+
+    Float16/bfloat16 rows are normalised in float32 and cast back: ``F.normalize``'s
+    ``eps = 1e-12`` is 0 in float16, so an all-zero row would become 0/0 = NaN.
+    """
+    if not normalize:
+        return x
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return F.normalize(x.float(), dim=-1).to(x.dtype)
+    return F.normalize(x, dim=-1)
 
 
 def pair_scores(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,7 @@ from torchnce._sampled.problem import (
     Problem,
     check_inputs,
     check_sampled_values,
+    logged_counts,
     make_classes,
 )
 from torchnce._sampled.spec import LossSpec
@@ -142,15 +143,18 @@ def check_call(inputs: Any, labels: Any, settings: Settings, device: torch.devic
 def layer_classes(
     sampler: CandidateSampler, labels: torch.Tensor, sampled_values: Any, settings: Settings,
     *, per_example: bool = False, generator: torch.Generator | None = None,
+    log_counts: bool = True,
 ) -> Classes:
     """The call's classes: the given ``sampled_values`` (checked with the labels in one read
     of the device), or the sampler's draw for the checked labels. A draw of torchnce's own
     samplers is trusted; that of any other ``CandidateSampler`` is checked as given
-    ``sampled_values`` are (one more read)."""
+    ``sampled_values`` are (one more read). With ``log_counts`` (a loss that subtracts log Q)
+    the checked expected counts must be finite and > 0."""
     num_classes, num_sampled = settings.num_classes, settings.num_sampled
     if sampled_values is not None:
         values = check_sampled_values(sampled_values, labels)
-        check_all_in_range((("labels", labels), ("sampled_values", values[0])), num_classes)
+        check_all_in_range((("labels", labels), ("sampled_values", values[0])), num_classes,
+                           logged_counts(values, None) if log_counts else ())
     else:
         check_sampler(sampler, num_classes, num_sampled)  # settings may have changed since
         name, upper = "labels", num_classes
@@ -162,7 +166,8 @@ def layer_classes(
         values = draw(sampler, labels, num_sampled, per_example, generator, trusted=trusted)
         if not trusted:
             values = check_sampled_values(values, labels)
-            check_all_in_range((("sampler's sampled_candidates", values[0]),), num_classes)
+            check_all_in_range((("sampler's sampled_candidates", values[0]),), num_classes,
+                               logged_counts(values, None) if log_counts else ())
     return make_classes(TrueLabels(labels, None), values, num_sampled,
                         settings.remove_accidental_hits)
 
@@ -236,6 +241,8 @@ class OutputLayer(nn.Module):
         if dtype is not None and not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating dtype or None, got {dtype}")
         self.sampler = check_sampler(sampler, self.num_classes, self.num_sampled)
+        if device is not None:  # a given sampler moves with the parameters, as .to() would
+            self.sampler.to(device)
         sizes = shard_sizes(self.num_classes, self.num_shards, self.partition_strategy)
         factory = {"device": device, "dtype": dtype}
         self.weight = _table(sizes, (self.embedding_dim,), factory)
@@ -297,7 +304,8 @@ class OutputLayer(nn.Module):
                               self._biases(), Layout.of(weights, self.partition_strategy))
         else:
             classes = layer_classes(self.sampler, ids, sampled_values, self.settings,
-                                    per_example=self.per_example_negatives)
+                                    per_example=self.per_example_negatives,
+                                    log_counts=self.spec.subtract_log_q)
             problem = Problem(inputs, weights, self._biases(), classes, self.partition_strategy,
                               self.sparse_grad)
             loss = fused_sampled_loss(problem, self.spec)

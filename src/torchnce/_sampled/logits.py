@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from torchnce._common.checks import check_bool
 from torchnce._common.docs import fill_args
 from torchnce._common.labels import true_targets
 from torchnce._common.lookup import lookup
@@ -133,9 +134,12 @@ def per_row(classes: Classes, looked_up: torch.Tensor) -> torch.Tensor:
 
 
 def log_q(classes: Classes, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log Q(true), log Q(sampled))``: the expected counts cast to ``dtype`` (that of the
-    inputs, as TensorFlow casts them), then their logs."""
-    return classes.true_count.to(dtype).log(), classes.sampled_count.to(dtype).log()
+    """``(log Q(true), log Q(sampled))`` for inputs of ``dtype``, in its work dtype: the
+    expected counts cast to ``dtype`` (as TensorFlow casts them), then their logs, except that
+    for float16/bfloat16 the counts are cast to float32 instead (a count below float16's
+    smallest value, e.g. of a rare class among 10⁷, would become 0 and its log -inf)."""
+    work = work_dtype(dtype)
+    return classes.true_count.to(work).log(), classes.sampled_count.to(work).log()
 
 
 def logits_of(problem: Problem, *, subtract_log_q: bool) -> torch.Tensor:
@@ -147,7 +151,10 @@ def logits_of(problem: Problem, *, subtract_log_q: bool) -> torch.Tensor:
     if problem.biases is not None:
         bias_rows = lookup(problem.biases, *lookup_args, sparse_grad=problem.sparse_grad)
         bias_rows = per_row(classes, bias_rows.to(dtype))
-    log_qs = log_q(classes, dtype) if subtract_log_q else None
+    log_qs = None
+    if subtract_log_q:  # taken in float32 for float16/bfloat16, then cast to the logits' dtype
+        true_log_q, sampled_log_q = log_q(classes, dtype)
+        log_qs = (true_log_q.to(dtype), sampled_log_q.to(dtype))
     return compose_logits(problem.inputs, per_row(classes, rows), bias_rows, log_qs,
                           classes.hits, classes.num_true, classes.label_mask)
 
@@ -234,12 +241,14 @@ def compute_sampled_logits(
             names the argument).
 
     Note:
-        Unlike TensorFlow, expected counts are cast to the dtype of ``inputs``; in
-        float16/bfloat16 a removed hit adds half the dtype's most negative finite value
-        (TensorFlow's cast of -FLT_MAX gives -inf and NaN losses there); the total rows of
-        ``weights`` and ``biases`` must equal ``num_classes``; with ``remove_accidental_hits``
-        the candidates must number exactly ``num_sampled`` (TensorFlow fails only when a hit
-        lies beyond position ``num_sampled``).
+        Unlike TensorFlow, expected counts are cast to the dtype of ``inputs`` (float32 for
+        float16/bfloat16 inputs, so that counts below float16's range keep a finite log) and
+        must be finite and > 0 where their log is taken; in float16/bfloat16 a removed hit
+        adds half the dtype's most negative finite value (TensorFlow's cast of -FLT_MAX gives
+        -inf and NaN losses there); the total rows of ``weights`` and ``biases`` must equal
+        ``num_classes``; with ``remove_accidental_hits`` the candidates must number exactly
+        ``num_sampled`` (TensorFlow fails only when a hit lies beyond position
+        ``num_sampled``).
 
     Example:
         >>> import torch, torchnce
@@ -252,9 +261,10 @@ def compute_sampled_logits(
         ([[1.0, 0.0]], [[1.0, 0.0]])
     """
     del name
+    subtract = check_bool("subtract_log_q", subtract_log_q, truthy=True)
     problem = prepare(weights, biases, labels, inputs, num_sampled, num_classes, num_true,
                       sampled_values, remove_accidental_hits, partition_strategy,
                       seed=seed, generator=generator, sparse_grad=sparse_grad,
                       per_example_negatives=per_example_negatives, label_mask=label_mask,
-                      padding_id=padding_id)
-    return logits_of(problem, subtract_log_q=subtract_log_q), targets_of(problem)
+                      padding_id=padding_id, log_counts=subtract)
+    return logits_of(problem, subtract_log_q=subtract), targets_of(problem)

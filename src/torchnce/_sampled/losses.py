@@ -74,8 +74,9 @@ def nce_loss(
 
     Note:
         Unlike TensorFlow, float16/bfloat16 inputs with ``remove_accidental_hits`` give finite
-        losses (the loss is evaluated in float32 and cast back), expected counts of any dtype
-        are accepted, and ``seed``/``generator`` make the default sample reproducible.
+        losses (the loss, log expected counts included, is evaluated in float32 and cast
+        back), expected counts of any dtype are accepted (finite and > 0), and
+        ``seed``/``generator`` make the default sample reproducible.
         With variable labels (TensorFlow has none; padding there gives NaN), padding
         contributes nothing and a row without labels gets the loss of its negatives alone,
         ``Σ_s softplus(ℓ_s)``.
@@ -278,5 +279,5 @@ def negative_sampling_loss(
                       sampled_values, remove_accidental_hits, partition_strategy,
                       seed=seed, generator=generator, sparse_grad=sparse_grad,
                       per_example_negatives=per_example_negatives, label_mask=label_mask,
-                      padding_id=padding_id)
+                      padding_id=padding_id, log_counts=False)
     return fused_sampled_loss(problem, NEGATIVE_SAMPLING)

@@ -158,6 +158,17 @@ def check_sampled_values(values: Any, labels: torch.Tensor) -> SampledValues:
     return SampledValues(sampled, true_count.to(device), sampled_count.to(device))
 
 
+def logged_counts(
+    values: SampledValues, label_mask: torch.Tensor | None
+) -> list[tuple[str, str, torch.Tensor]]:
+    """The given expected counts a loss takes the log of, for :func:`check_all_in_range`'s
+    ``positive``: all sampled counts, and the true counts of real labels (a padded slot's
+    count is never read)."""
+    true_count = values[1] if label_mask is None else torch.where(label_mask, values[1], 1.0)
+    return [("sampled_values", "expected counts (true_expected_count)", true_count),
+            ("sampled_values", "expected counts (sampled_expected_count)", values[2])]
+
+
 def _check_candidates_shape(sampled: torch.Tensor, batch: int) -> None:
     if sampled.dim() not in (1, 2):
         raise ValueError(f"sampled_values must hold 1-D [num_sampled] (shared) or 2-D "
@@ -225,11 +236,13 @@ def prepare(
     per_example_negatives: Any = False,
     label_mask: Any = None,
     padding_id: Any = None,
+    log_counts: bool = True,
 ) -> Problem:
     """Validate a sampled-loss call, draw the default sample if needed, and find the hits.
 
     Reads the ids once to range-check the labels and any given candidates together (one
-    device synchronisation).
+    device synchronisation); with ``log_counts`` (a loss that subtracts log Q) the same read
+    checks that the given expected counts are finite and > 0.
     """
     num_sampled = check_int("num_sampled", num_sampled, minimum=1)
     num_classes = check_int("num_classes", num_classes, minimum=1)
@@ -251,6 +264,8 @@ def prepare(
         values = default_sample(true.ids, num_sampled, num_classes, per_example, gen)
     else:
         values = check_sampled_values(sampled_values, true.ids)
-        check_all_in_range((("labels", true.ids), ("sampled_values", values[0])), num_classes)
+        counts = logged_counts(values, true.mask) if log_counts else []
+        check_all_in_range((("labels", true.ids), ("sampled_values", values[0])), num_classes,
+                           counts)
     classes = make_classes(true, values, num_sampled, remove_hits)
     return Problem(inputs, w, b, classes, strategy, sparse)

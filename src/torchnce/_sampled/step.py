@@ -16,7 +16,13 @@ import torch
 from torchnce._common.checks import as_int_tensor, check_all_in_range, check_bool, check_choice
 from torchnce._common.labels import TrueLabels
 from torchnce._sampled.fused import LossGrads, Workspace, sampled_loss_grads
-from torchnce._sampled.problem import Classes, check_inputs, check_sampled_values, make_classes
+from torchnce._sampled.problem import (
+    Classes,
+    check_inputs,
+    check_sampled_values,
+    logged_counts,
+    make_classes,
+)
 from torchnce._sampled.spec import SPECS
 
 __all__ = ["Classes", "GraphFreeStep", "LossGrads"]
@@ -68,8 +74,9 @@ class GraphFreeStep:
         if values.sampled_candidates.dim() != 2:
             raise ValueError(f"sampled_values must hold per-example candidates [N, num_sampled], "
                              f"got shape {tuple(values.sampled_candidates.shape)}")
+        counts = logged_counts(values, None) if self.spec.subtract_log_q else []
         check_all_in_range((("labels", ids), ("sampled_values", values[0])),
-                           self.weights.shape[0])
+                           self.weights.shape[0], counts)
         return make_classes(TrueLabels(ids, None), values, values[0].shape[-1],
                             self.remove_accidental_hits)
 

@@ -22,6 +22,7 @@ from torchnce._sampling.draw import (
 from torchnce._sampling.samplers import CandidateSampler
 from torchnce._sampling.tables import (
     alias_draw,
+    alias_masses,
     alias_table,
     read_vocab_weights,
     unigram_weights,
@@ -63,9 +64,12 @@ class FixedUnigramSampler(CandidateSampler):
         Like TensorFlow, with shards the unigrams start at word id = the number of reserved
         ids *in this shard* (not ``num_reserved_ids``; TensorFlow's quirk, docs/tf-semantics.md
         §6.8). Unlike TensorFlow, negative weights and an all-zero shard are errors (TensorFlow
-        returns negative or NaN counts), and ``unique=True`` with more samples than non-zero
-        weights is an error (TensorFlow loops forever). The table is rebuilt from the
-        constructor arguments, so it is not part of ``state_dict``.
+        returns negative or NaN counts), and ``unique=True`` with more samples than classes that
+        can be drawn is an error (TensorFlow loops forever). A class whose weight is below
+        half the alias table's resolution (``2⁻⁴⁰`` of the mean weight up to 2²² classes,
+        coarser above) has mass 0 there: it has a tiny ``probability`` but is never drawn,
+        and does not count as drawable. The table is rebuilt from the constructor
+        arguments, so it is not part of ``state_dict``.
 
     Example:
         >>> import torch, torchnce
@@ -108,7 +112,7 @@ class FixedUnigramSampler(CandidateSampler):
         self.register_buffer("probs", true_divide_(w.clone(), total), persistent=False)
         self.register_buffer("threshold", threshold, persistent=False)
         self.register_buffer("alias", alias, persistent=False)
-        self._positive = int((w > 0).sum())
+        self._drawable = int((alias_masses(w) > 0).sum())
         self._bins = weight_bins(w)
         self._blocks: dict[int, UniquePlan] = {}
 
@@ -121,9 +125,9 @@ class FixedUnigramSampler(CandidateSampler):
     def _sample(
         self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
     ) -> SampledValues:
-        if unique and num_sampled > self._positive:
-            raise range_too_small(num_sampled, "the number of classes with a non-zero weight"
-                                  f" ({self._positive}) when unique=True")
+        if unique and num_sampled > self._drawable:
+            raise range_too_small(num_sampled, "the number of classes the sampler can draw"
+                                  f" ({self._drawable}) when unique=True")
         check_same_device("true_classes", tc, self.probs)
         return sample_values(
             tc,

@@ -163,6 +163,22 @@ def _binade_steps(q: torch.Tensor, m0: float) -> torch.Tensor:
     return torch.cumsum(inc, 0).add_(m0)
 
 
+def alias_unit(n: int) -> int:
+    """The mass of one column of an alias table over ``n`` classes, in integer units."""
+    return 1 << min(40, 62 - n.bit_length())
+
+
+def alias_masses(weights: torch.Tensor) -> torch.Tensor:
+    """Each class's int64 mass in an alias table of ``weights``: ``w·n·unit / Σw`` rounded,
+    the rounding error given to the largest, so the masses sum to ``n·unit`` exactly. A class
+    of mass 0 (a weight below about ``Σw / (n·unit)``) is never drawn."""
+    n, one = weights.numel(), alias_unit(weights.numel())
+    w = weights.double()
+    mass = torch.mul(w, n * one / float(w.sum())).round_().to(torch.int64)
+    mass[torch.argmax(mass)] += n * one - int(mass.sum())
+    return mass
+
+
 def alias_table(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Walker's alias table of ``weights`` (float, ``[n]``), built without a Python loop.
 
@@ -178,10 +194,8 @@ def alias_table(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with ``D_k > E_j``.
     """
     n = weights.numel()
-    one = 1 << min(40, 62 - n.bit_length())
-    w = weights.double()
-    mass = torch.mul(w, n * one / float(w.sum())).round_().to(torch.int64)
-    mass[torch.argmax(mass)] += n * one - int(mass.sum())
+    one = alias_unit(n)
+    mass = alias_masses(weights)
     is_light = mass < one
     light = torch.nonzero(is_light).flatten()
     heavy = torch.nonzero(~is_light).flatten()
@@ -189,8 +203,8 @@ def alias_table(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     need = torch.sub(one, light_mass)
     deficit = torch.cumsum(need, 0)
     surplus = torch.cumsum(mass.index_select(0, heavy).sub_(one), 0)
-    alias = torch.arange(n, device=w.device)
-    threshold = torch.full((n,), float(one), dtype=torch.float64, device=w.device)
+    alias = torch.arange(n, device=weights.device)
+    threshold = torch.full((n,), float(one), dtype=torch.float64, device=weights.device)
     pair = torch.searchsorted(surplus, deficit - need).clamp_(max=heavy.numel() - 1)
     alias.index_copy_(0, light, heavy.index_select(0, pair))
     threshold.index_copy_(0, light, light_mass.double())
@@ -202,7 +216,7 @@ def alias_table(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         surplus.index_select(0, done) + one - deficit.index_select(0, spent.index_select(0, done))
     )
     threshold.index_copy_(0, emptied, left.double())
-    columns = torch.arange(n, dtype=torch.float64, device=w.device)
+    columns = torch.arange(n, dtype=torch.float64, device=weights.device)
     return threshold.div_(one).add_(columns), alias
 
 

@@ -2,14 +2,15 @@
 
 They follow the conventions of ``torchnce._sampling.ops``; their state (learned counts, fixed
 tables) lives in sampler objects, kept in process-wide caches keyed like TensorFlow's eager
-kernel cache unless passed explicitly.
+kernel cache (bounded: the 8 most recently used configurations each) unless passed explicitly.
 """
 
 from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 
@@ -18,11 +19,14 @@ from torchnce._sampling.draw import check_sampler_args, check_true_classes, reso
 from torchnce._sampling.fixed import FixedUnigramSampler, check_distortion
 from torchnce._sampling.learned import LearnedUnigramSampler
 
-_LEARNED_SAMPLERS: dict[tuple[object, ...], LearnedUnigramSampler] = {}
+_LEARNED_SAMPLERS: collections.OrderedDict[tuple[object, ...], LearnedUnigramSampler] = (
+    collections.OrderedDict()
+)
 _FIXED_SAMPLERS: collections.OrderedDict[tuple[object, ...], FixedUnigramSampler] = (
     collections.OrderedDict()
 )
-_FIXED_CACHE_SIZE = 8
+_CACHE_SIZE = 8  # configurations kept per cache, the most recently used
+S = TypeVar("S", LearnedUnigramSampler, FixedUnigramSampler)
 
 
 def learned_unigram_candidate_sampler(
@@ -72,7 +76,10 @@ def learned_unigram_candidate_sampler(
         uses a process-wide sampler per ``(num_true, num_sampled, unique, range_max, seed,
         device)``, the attributes TensorFlow's eager kernel cache is keyed by: repeated
         identical calls keep learning, as in TensorFlow, and the counts are lost when the
-        process ends. A call rejected by validation leaves the counts unchanged.
+        process ends. Unlike TensorFlow's cache, only the 8 most recently used
+        configurations are kept (``seed=step`` would otherwise keep one O(C) sampler per
+        step); an older one starts again from counts of 1. A call rejected by validation
+        leaves the counts unchanged.
 
     Example:
         >>> import torch, torchnce
@@ -91,9 +98,8 @@ def learned_unigram_candidate_sampler(
     gen = resolve_generator(seed, generator, tc.device)
     if sampler is None:
         key = (num_true, num_sampled, unique, range_max, seed, tc.device)
-        if key not in _LEARNED_SAMPLERS:
-            _LEARNED_SAMPLERS[key] = LearnedUnigramSampler(range_max).to(tc.device)
-        sampler = _LEARNED_SAMPLERS[key]
+        sampler = _recent(_LEARNED_SAMPLERS, key,
+                          lambda: LearnedUnigramSampler(range_max).to(tc.device))
     elif not isinstance(sampler, LearnedUnigramSampler):
         raise TypeError(f"sampler must be a LearnedUnigramSampler, got {type(sampler).__name__}")
     elif sampler.range_max != range_max:
@@ -202,10 +208,17 @@ def _fixed_sampler(
         ) from err
     config = (path, check_distortion(distortion), num_reserved_ids, num_shards, shard, weights)
     key = (range_max, stamp, device, *config)
-    sampler = _FIXED_SAMPLERS.pop(key, None)
-    if sampler is None:
-        sampler = FixedUnigramSampler(range_max, *config).to(device)
-    _FIXED_SAMPLERS[key] = sampler
-    while len(_FIXED_SAMPLERS) > _FIXED_CACHE_SIZE:
-        _FIXED_SAMPLERS.popitem(last=False)
-    return sampler
+    return _recent(_FIXED_SAMPLERS, key, lambda: FixedUnigramSampler(range_max, *config).to(device))
+
+
+def _recent(cache: collections.OrderedDict[tuple[object, ...], S],
+            key: tuple[object, ...], build: Callable[[], S]) -> S:
+    """``cache[key]``, built on first use, as the most recent of at most ``_CACHE_SIZE``
+    entries (the least recently used one is dropped)."""
+    value = cache.pop(key, None)
+    if value is None:
+        value = build()
+    cache[key] = value
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+    return value

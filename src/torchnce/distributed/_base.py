@@ -75,6 +75,8 @@ class ShardedOutputLayer(nn.Module):
             remove_accidental_hits, partition_strategy, sparse_grad, reduction)
         self.seed = check_int("seed", seed)
         self.sampler = check_sampler(sampler, self.num_classes, self.num_sampled)
+        if device is not None:  # a given sampler moves with the parameters, as .to() would
+            self.sampler.to(device)
         self.comm = Communicator(group, timeout)
         ids = shard_ids(self.num_classes, self.comm.rank, self.comm.world_size,
                         self.partition_strategy)
@@ -195,7 +197,7 @@ class ShardedOutputLayer(nn.Module):
         if sampled_values is None and stale:
             self._generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
         classes = layer_classes(self.sampler, labels, sampled_values, self.settings,
-                                generator=self._generator)
+                                generator=self._generator, log_counts=self.spec.subtract_log_q)
         if classes.per_example:
             raise ValueError(f"sampled_values must hold 1-D [num_sampled] candidates shared by "
                              f"the ranks, got shape {tuple(classes.sampled.shape)}")
