@@ -453,3 +453,11 @@ def test_embedding_lookup_max_norm_type(max_norm):
 def test_embedding_lookup_max_norm_value(max_norm):
     with pytest.raises(ValueError, match=r"^max_norm must be a positive number or None"):
         torchnce.embedding_lookup(torch.randn(4, 2), torch.tensor([1]), max_norm=max_norm)
+
+
+@fn_names
+@pytest.mark.parametrize("seed", ["1", 1.5])
+def test_seed_checked_with_given_sampled_values(fn_name, seed):
+    # The default sampler is not called, but a bad seed is still an error, not ignored.
+    with pytest.raises(TypeError, match=r"^seed must be an int"):
+        call(fn_name, seed=seed)

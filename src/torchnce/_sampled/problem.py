@@ -258,8 +258,8 @@ def prepare(
                          f"got shape {tuple(inputs.shape)}")
     b = None if biases is None else check_table("biases", biases, num_classes, strategy, inputs)
     true = true_labels(labels, num_true, inputs, label_mask=label_mask, padding_id=padding_id)
+    gen = resolve_generator(seed, generator, inputs.device)  # checked even when not drawn
     if sampled_values is None:
-        gen = resolve_generator(seed, generator, inputs.device)
         check_all_in_range((("labels", true.ids),), num_classes)
         values = default_sample(true.ids, num_sampled, num_classes, per_example, gen)
     else:
