@@ -436,56 +436,116 @@ __m512 exp_nonpositive(__m512 x) {
   return _mm512_scalef_ps(poly, n);
 }
 
-// loss_grad's sigmoid case for K + 1 <= 16 logits, in one vector: the same formulas.
-double sigmoid_loss_grad(int64_t k, const float* lg, float scale, float* g) {
+// The losses of examples summed as sum(terms) + log(prod(factors)), so that the log is
+// taken once in a while instead of once per example (each factor is at most 2^16).
+struct LossSum {
+  double terms = 0.0, factors = 1.0, logs = 0.0;
+  void add(double term, double factor) {
+    terms += term;
+    factors *= factor;
+    if (factors > 1e250) {
+      logs += std::log(factors);
+      factors = 1.0;
+    }
+  }
+  double value() const { return terms + logs + std::log(factors); }
+};
+
+// loss_grad for K + 1 <= 16 logits held in one vector l (lanes past K are ignored): the same
+// formulas. Returns the gradient dL/dl times scale; adds the loss to sum.
+__m512 vector_loss_grad(__m512 l, int64_t k, int softmax, float scale, LossSum& sum) {
   const __mmask16 m = static_cast<__mmask16>((1U << (k + 1)) - 1U);
-  const __m512 l = _mm512_maskz_loadu_ps(m, lg), one = _mm512_set1_ps(1.0F);
-  const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(l)));
-  const __m512 one_e = _mm512_add_ps(one, e);
-  const __mmask16 positive = _mm512_cmp_ps_mask(l, _mm512_setzero_ps(), _CMP_GE_OQ);
-  __m512 sig = _mm512_div_ps(_mm512_mask_blend_ps(positive, e, one), one_e);
-  sig = _mm512_mask_sub_ps(sig, 1, sig, one);  // lane 0, the label: sigmoid - 1
-  _mm512_mask_storeu_ps(g, m, _mm512_mul_ps(sig, _mm512_set1_ps(scale)));
-  const float relu = _mm512_mask_reduce_add_ps(m, _mm512_max_ps(l, _mm512_setzero_ps()));
-  const float product = _mm512_mask_reduce_mul_ps(m, one_e);  // each factor in (1, 2]
-  return static_cast<double>(relu) + std::log(static_cast<double>(product)) - lg[0];
+  const __m512 one = _mm512_set1_ps(1.0F), zero = _mm512_setzero_ps();
+  const float label = _mm512_cvtss_f32(l);
+  __m512 grad;
+  if (!softmax) {
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(zero, _mm512_abs_ps(l)));
+    const __m512 one_e = _mm512_add_ps(one, e);  // each in (1, 2]
+    const __mmask16 positive = _mm512_cmp_ps_mask(l, zero, _CMP_GE_OQ);
+    grad = _mm512_div_ps(_mm512_mask_blend_ps(positive, e, one), one_e);
+    const float relu = _mm512_mask_reduce_add_ps(m, _mm512_max_ps(l, zero));
+    sum.add(static_cast<double>(relu) - label, _mm512_mask_reduce_mul_ps(m, one_e));
+  } else {
+    const float top = _mm512_mask_reduce_max_ps(m, l);
+    const __m512 e = _mm512_maskz_mov_ps(m, exp_nonpositive(_mm512_sub_ps(l, _mm512_set1_ps(top))));
+    const float total = _mm512_reduce_add_ps(e);  // in [1, K + 1]
+    grad = _mm512_div_ps(e, _mm512_set1_ps(total));
+    sum.add(static_cast<double>(top) - label, total);
+  }
+  grad = _mm512_mask_sub_ps(grad, 1, grad, one);  // lane 0, the label: minus 1
+  return _mm512_mul_ps(grad, _mm512_set1_ps(scale));
+}
+
+// finish_logits on a vector of K + 1 <= 16 logits.
+__m512 vector_finish_logits(const Chunk& c, int64_t i, __m512 l) {
+  const int64_t k = c.k, label = c.labels[i];
+  const int64_t* negs = c.negatives + i * k;
+  if (c.remove_hits) {
+    for (int64_t j = k - 1; j >= 0; --j)
+      if (negs[j] == label) {
+        const auto lane = static_cast<__mmask16>(1U << (j + 1));
+        l = _mm512_mask_add_ps(l, lane, l, _mm512_set1_ps(-kFltMax));
+        break;
+      }
+  }
+  if (c.true_logq != nullptr) {
+    const auto negatives = static_cast<__mmask16>(((1U << k) - 1U) << 1);
+    __m512 q = _mm512_maskz_expandloadu_ps(negatives, c.neg_logq + i * k);
+    q = _mm512_mask_broadcastss_ps(q, 1, _mm_set_ss(c.true_logq[i]));
+    l = _mm512_sub_ps(l, q);
+  }
+  return l;
 }
 
 template <int NV>
-double window_registers(const Chunk& c, int64_t m, int64_t centre, float scale, float* g,
-                        float* gx, float* lg) {
+double window_registers(const Chunk& c, int64_t m, int64_t group, int64_t centre, float scale,
+                        float* g, float* gx, float* lg) {
   const int64_t k = c.k, dim = c.dim, rows = k + 1;
   const __mmask16 t = Row<NV>::tail(dim);
   float* out_vec = c.out_vec;
   float* w0 = out_vec + centre * dim;
-  double total = 0.0;
+  LossSum sum;
   Row<NV> x, acc;
   for (int64_t i = 0; i < m; ++i) {
     const int64_t* negs = c.negatives + i * k;
     x.load(c.in_vec + c.inputs[i] * dim, t);
-    lg[0] = x.dot(w0, t);
-    for (int64_t j = 0; j < k; ++j) lg[j + 1] = x.dot(out_vec + negs[j] * dim, t);
-    finish_logits(c, i, lg);
     float* gi = g + i * rows;
-    total += !c.softmax && k < 16 ? sigmoid_loss_grad(k, lg, scale, gi)
-                                  : loss_grad(k, c.softmax, lg, scale, gi);
+    if (k < 16) {  // the K + 1 logits in one vector, never stored
+      __m512 l = _mm512_mask_broadcastss_ps(_mm512_setzero_ps(), 1, _mm_set_ss(x.dot(w0, t)));
+      for (int64_t j = 0; j < k; ++j)
+        l = _mm512_mask_broadcastss_ps(l, static_cast<__mmask16>(1U << (j + 1)),
+                                       _mm_set_ss(x.dot(out_vec + negs[j] * dim, t)));
+      l = vector_finish_logits(c, i, l);
+      _mm512_mask_storeu_ps(gi, static_cast<__mmask16>((1U << rows) - 1U),
+                            vector_loss_grad(l, k, c.softmax, scale, sum));
+    } else {
+      lg[0] = x.dot(w0, t);
+      for (int64_t j = 0; j < k; ++j) lg[j + 1] = x.dot(out_vec + negs[j] * dim, t);
+      finish_logits(c, i, lg);
+      sum.add(loss_grad(k, c.softmax, lg, scale, gi), 1.0);
+    }
     acc.zero();
     acc.add(gi[0], w0, t);
     for (int64_t j = 0; j < k; ++j) acc.add(gi[j + 1], out_vec + negs[j] * dim, t);
     acc.store(gx + i * dim, t);
   }
+  // The centre's row: its m updates summed in registers.
   Row<NV> w;
   w.load(w0, t);
-  for (int64_t i = 0; i < m; ++i) {
-    const int64_t* negs = c.negatives + i * k;
-    const float* gi = g + i * rows;
-    x.load(c.in_vec + c.inputs[i] * dim, t);
-    w.add(gi[0], x);
+  for (int64_t i = 0; i < m; ++i) w.add(g[i * rows], c.in_vec + c.inputs[i] * dim, t);
+  // A run of `group` examples shares its negatives: each negative row is read and written
+  // once for the run, its updates from the run's examples summed in registers.
+  for (int64_t a = 0; a < m; a += group) {
+    const int64_t b = a + group < m ? a + group : m;
+    const int64_t* negs = c.negatives + a * k;
     for (int64_t j = 0; j < k; ++j) {
-      if (negs[j] == centre)
-        w.add(gi[j + 1], x);
-      else
-        x.add_to(gi[j + 1], out_vec + negs[j] * dim, t);
+      if (negs[j] == centre) {  // a negative equal to the centre joins the centre's sum
+        for (int64_t i = a; i < b; ++i) w.add(g[i * rows + j + 1], c.in_vec + c.inputs[i] * dim, t);
+        continue;
+      }
+      x.load(out_vec + negs[j] * dim, t);
+      for (int64_t i = a; i < b; ++i) x.add(g[i * rows + j + 1], c.in_vec + c.inputs[i] * dim, t);
+      x.store(out_vec + negs[j] * dim, t);
     }
   }
   w.store(w0, t);
@@ -493,23 +553,24 @@ double window_registers(const Chunk& c, int64_t m, int64_t centre, float scale, 
     acc.load(gx + i * dim, t);
     acc.add_to(1.0F, c.in_vec + c.inputs[i] * dim, t);
   }
-  return total;
+  return sum.value();
 }
 #endif
 
 // The window with the register-held rows where the rows fit in 8 AVX-512 registers.
-double train_window(const Chunk& c, int64_t m, int64_t centre, float scale, float* g,
-                    float* gx, float* lg) {
+// group: the examples [a, a + group) share their negatives (the window's are made so).
+double train_window(const Chunk& c, int64_t m, int64_t group, int64_t centre, float scale,
+                    float* g, float* gx, float* lg) {
 #if defined(__AVX512F__)
   switch ((c.dim + 15) / 16) {
-    case 1: return window_registers<1>(c, m, centre, scale, g, gx, lg);
-    case 2: return window_registers<2>(c, m, centre, scale, g, gx, lg);
-    case 3: return window_registers<3>(c, m, centre, scale, g, gx, lg);
-    case 4: return window_registers<4>(c, m, centre, scale, g, gx, lg);
-    case 5: return window_registers<5>(c, m, centre, scale, g, gx, lg);
-    case 6: return window_registers<6>(c, m, centre, scale, g, gx, lg);
-    case 7: return window_registers<7>(c, m, centre, scale, g, gx, lg);
-    case 8: return window_registers<8>(c, m, centre, scale, g, gx, lg);
+    case 1: return window_registers<1>(c, m, group, centre, scale, g, gx, lg);
+    case 2: return window_registers<2>(c, m, group, centre, scale, g, gx, lg);
+    case 3: return window_registers<3>(c, m, group, centre, scale, g, gx, lg);
+    case 4: return window_registers<4>(c, m, group, centre, scale, g, gx, lg);
+    case 5: return window_registers<5>(c, m, group, centre, scale, g, gx, lg);
+    case 6: return window_registers<6>(c, m, group, centre, scale, g, gx, lg);
+    case 7: return window_registers<7>(c, m, group, centre, scale, g, gx, lg);
+    case 8: return window_registers<8>(c, m, group, centre, scale, g, gx, lg);
     default: break;
   }
 #endif
@@ -591,7 +652,8 @@ int torchnce_word2vec_skipgram(float* in_vec, float* out_vec, int64_t dim, const
     const float scale = -(lr > lr_floor ? lr : lr_floor);
     g.resize(m * rows);
     gx.resize(m * dim);
-    total += train_window(c, m, ids[p], scale, g.data(), gx.data(), lg.data());
+    total += train_window(c, m, share > 0 ? share : m, ids[p], scale, g.data(), gx.data(),
+                          lg.data());
     examples += m;
   }
   *loss += total;
