@@ -69,10 +69,10 @@ def parse_args() -> argparse.Namespace:
 # does (the same regular expression, no torch import), build the vocabulary, train, write
 # the vectors in word2vec's text format.
 GENSIM_PROCESS = """
-import bz2, re, sys
+import lzma, re, sys
 from gensim.models import Word2Vec
 word = re.compile(r"[^\\W\\d_]+(?:'[^\\W\\d_]+)*")
-with bz2.open(sys.argv[1], "rt", encoding="utf-8") as f:
+with lzma.open(sys.argv[1], "rt", encoding="utf-8") as f:
     sentences = [s for s in (word.findall(line.lower()) for line in f) if s]
 model = Word2Vec(sentences, vector_size=100, window=5, min_count=5, sg=1, negative=5,
                  sample=1e-3, alpha=0.025, workers=2, epochs=5, seed=int(sys.argv[3]))

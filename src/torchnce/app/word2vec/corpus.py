@@ -23,7 +23,7 @@ import torch
 import torchnce
 from torchnce._native.corpus import scan_ascii
 
-SHIPPED_CORPUS = "kjv.txt.bz2"
+SHIPPED_CORPUS = "kjv.txt.xz"
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 
 
