@@ -7,7 +7,6 @@ the class-sharded output layer.
 """
 
 # ruff: noqa: I001 (the imports are grouped by family, not sorted)
-from importlib.metadata import PackageNotFoundError, version
 
 # The TensorFlow port: tf.nn's sampled losses and lookups, tf.random's candidate samplers.
 from torchnce._common.lookup import embedding_lookup
@@ -52,10 +51,21 @@ from torchnce._contrastive.frequency import StreamingFrequencyEstimator
 from torchnce._contrastive.info_nce import info_nce_loss
 from torchnce._contrastive.mixed_negatives import mixed_negatives_loss
 
-try:
-    __version__ = version("torchnce")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    """``__version__``, read from the installed metadata on first use (importing
+    ``importlib.metadata`` costs 70 ms that most imports of torchnce never need)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'torchnce' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("torchnce")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        found = "0.0.0+unknown"
+    globals()["__version__"] = found
+    return found
 
 __all__ = [
     "AllCandidateSampler",

@@ -8,6 +8,7 @@ Ctrl-C stops training after the current batches and still writes what was traine
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import sys
@@ -139,6 +140,10 @@ def run_word2vec(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # the parallelism is --threads Hogwild worker processes
     keep_freed_memory()
     trainer = Trainer(corpus, config)
+    # Everything allocated so far (torch's modules above all) lives until exit: moved out of
+    # the collector's sight, forked workers do not copy its pages by touching their counts
+    # (the gc module's advice before fork), and exit does not walk it (0.5 s saved there).
+    gc.freeze()
     start = time.perf_counter()
     log = _train(trainer, corpus, config, quiet=args.no_progress)
     seconds = time.perf_counter() - start
