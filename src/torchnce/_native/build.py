@@ -4,9 +4,10 @@ The C++ sources beside this file are compiled once per source, compiler, flags a
 ``$TORCHNCE_CACHE`` (default ``~/.cache/torchnce``), with ``-march=native``: the kernels are
 vectorised for the CPU that builds them (AVX2 or AVX-512 where present), and the CPU's flags
 are part of the cache key, so a home directory shared by other machines builds its own copy.
-A build takes about a second (plain C++, no torch headers); later imports load the cached
-library. The build writes to a temporary file and renames it, so that concurrent first uses
-(forked workers, parallel test runs) never load a half-written library.
+A build takes a few seconds (plain C++, no torch headers; 3.5 s on the project's machine);
+later imports load the cached library. The build writes to a temporary file and renames it,
+so that concurrent first uses (forked workers, parallel test runs) never load a half-written
+library.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def kernel(name: str, argtypes: list[Any], restype: Any = ctypes.c_int) -> Any:
 def native_available() -> NativeStatus:
     """Whether torchnce's native CPU kernels run, and why (or why not).
 
-    The first call builds them if they are not in the cache yet (about a second; see
+    The first call builds them if they are not in the cache yet (a few seconds; see
     docs/native.md), so call it before forking worker processes. ``TORCHNCE_NATIVE=0`` in the
     environment forces the pure-PyTorch path; a missing compiler or a failed build falls back
     to it with one ``RuntimeWarning``.

@@ -1,10 +1,10 @@
 """The bindings of ``corpus.cpp``, the word2vec main job's text work: an ASCII corpus
 tokenised, counted and encoded in one call, and vectors printed as text.
 
-The pure path is the word2vec main job's ``load_corpus`` (``app/word2vec/corpus.py``: a regular expression
-per line); for ASCII text the two give the same vocabulary, counts, ids and lines, which the
-tests check. Text with other characters stays on the pure path (Unicode letters, case and line
-ends are Python's to define).
+The pure path is the word2vec main job's ``load_corpus`` (``app/word2vec/corpus.py``: a
+regular expression per line); for ASCII text the two give the same vocabulary, counts, ids and
+lines, which the tests check. Text with other characters stays on the pure path (Unicode
+letters, case and line ends are Python's to define).
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def loss_svg(words: Sequence[int], losses: Sequence[float], epoch_words: int, ep
                   'stroke="#e4e4e4"/>',
                   f'<text x="{x:.1f}" y="{TOP + plot_h + 18}" text-anchor="middle">'
                   f'{_label(v)}</text>']
-    for v in nice_ticks(y_low, y_high):
+    for v in nice_ticks(y_low, y_high, most=8):
         y = y_at(v)
         parts += [f'<line x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + plot_w}" y2="{y:.1f}" '
                   'stroke="#e4e4e4"/>',
