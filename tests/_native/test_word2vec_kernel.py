@@ -246,3 +246,23 @@ def test_skipgram_windows_make_the_pairs_of_skipgram_pairs(gen):
                             *(lambda s: (s.threshold, s.alias, s.probs))(one_hot_sampler(9, 0)),
                             2, False, False, False, 0.1, 0.1, 0.0, 0, 1)
     assert int(out[1]) == centres.numel()
+
+
+@native
+@pytest.mark.parametrize("share, most", [(0, 1 + 3), (2, 1 + 2 * 3), (1, 1 + 4 * 3)])
+def test_examples_of_a_window_share_their_negatives(share, most, gen):
+    """One window of four examples, 3 negatives each from 1,000 equally likely classes: the
+    output rows it writes are the centre's and its negatives', so at most 1 + 3 when the whole
+    window shares one set (share 0), 1 + 2·3 for two sets (share 2), 1 + 4·3 for one set per
+    example. With so many classes the sets rarely collide: the seeded draw reaches the bound."""
+    vocab, dim = 1000, 8
+    in_vec = torch.randn(vocab, dim, generator=gen)
+    out_vec = torch.randn(vocab, dim, generator=gen)
+    before = out_vec.clone()
+    sampler = torchnce.FixedUnigramSampler(vocab, unigrams=[1.0] * vocab)
+    ids, lines = torch.tensor([2, 7, 5, 9, 4]), torch.zeros(5, dtype=torch.int64)
+    word2vec_skipgram(in_vec, out_vec, ids, lines, torch.tensor([0, 0, 2, 0, 0]),
+                      sampler.threshold, sampler.alias, sampler.probs, 3, False, False, False,
+                      0.1, 0.1, 0.0, 11, share)
+    written = int((out_vec != before).any(1).sum())
+    assert written == most
