@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from torchnce.app.bench import add_bench_parser
 from torchnce.app.word2vec.cli import add_word2vec_parser
 from torchnce.app.word2vec.corpus import CorpusError
+from torchnce.app.word2vec.outputs import RunError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the command; returns the exit status (2 for bad input)."""
+    """Parse ``argv`` and run the command; returns the exit status: 2 for bad input, 1 for a
+    run that could not finish its job, 130 after Ctrl-C."""
     parser = argparse.ArgumentParser(
         prog="torchnce", description="torchnce: sampled losses for PyTorch, end to end.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{word2vec,bench}")
@@ -24,5 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CorpusError as e:
         print(f"torchnce {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunError as e:
+        print(f"torchnce {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # before training started, or while writing: nothing written
+        print(f"torchnce {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
     return status
 

@@ -1,8 +1,13 @@
 """``python -m torchnce word2vec``: train word vectors on the shipped corpus (or yours).
 
-Bad input (a missing, empty or non-UTF-8 corpus, a vocabulary too small, an evaluation file in
-the wrong format) ends with a one-line error naming the file and the fix, exit status 2.
-Ctrl-C stops training after the current batches and still writes what was trained.
+No finished run is lost: the corpus, the evaluation files and the output directory (by writing
+a file there) are checked before training; the outputs are written under temporary names and
+renamed into place when all are complete. Bad input (a missing, empty or non-UTF-8 corpus, a
+vocabulary too small, an evaluation file in the wrong format, an output directory that cannot
+be written) ends with a one-line error naming the file and the fix, exit status 2; a run that
+trains nothing, diverges or cannot write its outputs, with its likely cause, exit status 1.
+Ctrl-C stops training after the current batches and writes what was trained (exit 130);
+before training or while writing, it writes nothing (exit 130).
 """
 
 from __future__ import annotations
@@ -22,9 +27,17 @@ import torch
 
 from torchnce.app.word2vec.corpus import Corpus, CorpusError, load_corpus, shipped_corpus_path
 from torchnce.app.word2vec.model import LOSSES, Word2VecConfig
+from torchnce.app.word2vec.outputs import RunError, Staged, prepare_output
 from torchnce.app.word2vec.plot import write_loss_svg
 from torchnce.app.word2vec.training import Trainer, TrainLog, keep_freed_memory
-from torchnce.app.word2vec.vectors import Score, WordVectors, write_vocabulary, write_word2vec
+from torchnce.app.word2vec.vectors import (
+    Score,
+    WordVectors,
+    analogy_questions,
+    similarity_pairs,
+    write_vocabulary,
+    write_word2vec,
+)
 
 PROBES = ("god", "king", "water", "david", "jesus", "love", "house", "war")
 
@@ -68,7 +81,10 @@ def add_word2vec_parser(sub: Any) -> None:
                    help="skip-gram on the native path: consecutive examples of a window that "
                         "share one set of negatives (1: a set per example, word2vec's own; 0: "
                         "the whole window, HogBatch: fastest, lower similarity scores)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="random seed: a run with --threads 1 is reproducible bit for bit; "
+                        "Hogwild workers (--threads 2 or more) update the tables in an "
+                        "order that differs from run to run")
     p.add_argument("--out", type=Path, default=Path("word2vec-out"), help="output directory")
     p.add_argument("--eval-similarity", type=Path, default=None, metavar="FILE",
                    help="WordSim353-format file: Spearman correlation")
@@ -123,17 +139,18 @@ def _config(args: argparse.Namespace) -> Word2VecConfig:
 
 
 def run_word2vec(args: argparse.Namespace) -> int:
+    """The job, in the order that loses no work: every input read and the output directory
+    proven writable before training; the outputs written atomically after it."""
     config = _config(args)
     path = args.corpus or shipped_corpus_path()
-    for what, extra in (("similarity", args.eval_similarity), ("analogy", args.eval_analogy)):
-        if extra is not None and not extra.is_file():
-            raise CorpusError(f"{what} file {extra} does not exist; check the path")
-    _make_output_dir(args.out)
+    evaluations = _read_evaluations(args)
     corpus = load_corpus(path, config.min_count)
     if len(corpus.words) <= config.num_sampled:
+        fix = "--num-sampled or --min-count" if config.min_count > 1 else "--num-sampled"
         raise CorpusError(f"corpus file {path} has a vocabulary of {len(corpus.words)} words, "
-                          f"not more than --num-sampled={config.num_sampled}; lower "
-                          "--num-sampled or --min-count, or give a larger corpus")
+                          f"not more than --num-sampled={config.num_sampled}; lower {fix}, "
+                          "or give a larger corpus")
+    prepare_output(args.out)
     print(f"corpus {path.name}: {corpus.num_words:,} words, vocabulary {len(corpus.words):,} "
           f"(min count {config.min_count})")
     torch.manual_seed(config.seed)
@@ -147,8 +164,9 @@ def run_word2vec(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     log = _train(trainer, corpus, config, quiet=args.no_progress)
     seconds = time.perf_counter() - start
+    _check_trained(log, trainer, config)
     vectors = WordVectors(corpus.words, trainer.model.input_vectors)
-    report = _report(vectors, corpus, config, log, seconds, args)
+    report = _report(vectors, corpus, config, log, seconds, evaluations)
     _write(args.out, corpus, vectors, log, report, config)
     if log.interrupted:
         print("interrupted: wrote the vectors trained so far", file=sys.stderr)
@@ -156,25 +174,51 @@ def run_word2vec(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_output_dir(out: Path) -> None:
-    """Create ``--out`` before training, so that a bad path fails before the work is done."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CorpusError(f"output directory {out} cannot be created ({e.strerror}); "
-                          "choose another --out") from None
+def _read_evaluations(args: argparse.Namespace) -> dict[str, tuple[Path, Any]]:
+    """The evaluation files, read and parsed now, so that a bad one fails before training."""
+    evaluations: dict[str, tuple[Path, Any]] = {}
+    if args.eval_similarity is not None:
+        evaluations["similarity"] = (args.eval_similarity, similarity_pairs(args.eval_similarity))
+    if args.eval_analogy is not None:
+        evaluations["analogy"] = (args.eval_analogy, analogy_questions(args.eval_analogy))
+    return evaluations
+
+
+def _check_trained(log: TrainLog, trainer: Trainer, config: Word2VecConfig) -> None:
+    """A run that trained nothing or diverged ends with its likely cause (exit 1)."""
+    if log.examples == 0 and not log.interrupted:
+        raise RunError(f"no training example was made (every word subsampled away or no "
+                       f"line with two words): lower --subsample (now {config.subsample}) "
+                       "or --min-count, or give a larger corpus")
+    vectors = (trainer.model.input_vectors, trainer.model.output_vectors)
+    if log.diverged or not all(bool(torch.isfinite(v).all()) for v in vectors):
+        raise RunError(f"training diverged (a non-finite loss after {log.words:,} words): "
+                       f"lower --lr (now {config.start_lr:g}); nothing was written")
 
 
 def _train(trainer: Trainer, corpus: Corpus, config: Word2VecConfig, quiet: bool) -> TrainLog:
     total = config.epochs * corpus.num_words
     bar, close = _progress(total, quiet)
+
+    def on_chunk(done: int, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise _Diverged
+        bar(done, loss)
+
     try:
-        trainer.run(bar)
+        trainer.run(on_chunk)
     except KeyboardInterrupt:
         trainer.stop()
+    except _Diverged:
+        trainer.stop()
+        trainer.log.interrupted, trainer.log.diverged = False, True
     finally:
         close()
     return trainer.log
+
+
+class _Diverged(Exception):
+    """A chunk's loss was not finite: training stops there."""
 
 
 def _progress(total: int, quiet: bool) -> tuple[Callable[[int, float], None], Callable[[], None]]:
@@ -201,7 +245,7 @@ def _progress(total: int, quiet: bool) -> tuple[Callable[[int, float], None], Ca
 
 
 def _report(vectors: WordVectors, corpus: Corpus, config: Word2VecConfig, log: TrainLog,
-            seconds: float, args: argparse.Namespace) -> dict[str, Any]:
+            seconds: float, evaluations: dict[str, tuple[Path, Any]]) -> dict[str, Any]:
     rate = log.words / seconds if seconds > 0 else 0.0
     print(f"trained {config.model} with {config.loss} ({config.num_sampled} negatives, "
           f"{config.sampler} sampler) in {seconds:.1f} s: {rate:,.0f} words/s, "
@@ -213,12 +257,12 @@ def _report(vectors: WordVectors, corpus: Corpus, config: Word2VecConfig, log: T
                               "words": log.words, "seconds": seconds, "words_per_second": rate,
                               "examples": log.examples, "vocabulary": len(corpus.words),
                               "final_loss": log.losses[-1] if log.losses else None}
-    if args.eval_similarity is not None:
-        report["similarity"] = _show("similarity (Spearman)", vectors.similarity(
-            args.eval_similarity), args.eval_similarity)
-    if args.eval_analogy is not None:
-        report["analogy"] = _show("analogy (accuracy)", vectors.analogy(args.eval_analogy),
-                                  args.eval_analogy)
+    if "similarity" in evaluations:
+        file, pairs = evaluations["similarity"]
+        report["similarity"] = _show("similarity (Spearman)", vectors.similarity(pairs), file)
+    if "analogy" in evaluations:
+        file, questions = evaluations["analogy"]
+        report["analogy"] = _show("analogy (accuracy)", vectors.analogy(questions), file)
     return report
 
 
@@ -230,14 +274,26 @@ def _show(label: str, score: Score, path: Path) -> dict[str, Any]:
 
 def _write(out: Path, corpus: Corpus, vectors: WordVectors, log: TrainLog,
            report: dict[str, Any], config: Word2VecConfig) -> None:
-    write_word2vec(out / "vectors.txt", corpus.words, vectors.vectors)
-    write_vocabulary(out / "vocab.txt", corpus.words, corpus.counts)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    written = ["vectors.txt", "vocab.txt", "metrics.json", "loss.svg"]
+    """The outputs, each written under a temporary name and renamed into place when all are
+    complete; a failed write (a full disk, say) removes them and ends the run (exit 1)."""
     names = {"neg": "negative sampling", "nce": "NCE", "sampled_softmax": "sampled softmax"}
-    write_loss_svg(out / "loss.svg", log.words_seen, log.losses, corpus.num_words,
-                   config.epochs,
-                   f"torchnce word2vec: {config.model}, {names.get(config.loss, config.loss)} "
-                   f"loss, {config.num_sampled} negatives",
-                   "training loss per example")
+    staged = Staged(out)
+    try:
+        write_word2vec(staged.path("vectors.txt"), corpus.words, vectors.vectors)
+        write_vocabulary(staged.path("vocab.txt"), corpus.words, corpus.counts)
+        staged.path("metrics.json").write_text(json.dumps(report, indent=2) + "\n",
+                                               encoding="utf-8")
+        title = (f"torchnce word2vec: {config.model}, {names.get(config.loss, config.loss)} "
+                 f"loss, {config.num_sampled} negatives")
+        write_loss_svg(staged.path("loss.svg"), log.words_seen, log.losses, corpus.num_words,
+                       config.epochs, title, "training loss per example")
+        written = list(staged.names)
+        staged.commit()
+    except OSError as e:
+        staged.discard()
+        raise RunError(f"the outputs could not be written to {out} ({e.strerror or e}); "
+                       "nothing was written: free some space or choose another --out") from None
+    except BaseException:  # Ctrl-C while writing: the old files stay as they were
+        staged.discard()
+        raise
     print(f"wrote {', '.join(written)} to {out}/")

@@ -134,8 +134,9 @@ def _check_vocabulary(path: Path, total: int, words: list[str], min_count: int) 
     if not total:
         raise CorpusError(f"corpus file {path} holds no words; give a non-empty text file")
     if len(words) < 2:
+        fix = "lower --min-count or give more text" if min_count > 1 else "give more text"
         raise CorpusError(f"corpus file {path} has {len(words)} word(s) seen at least "
-                          f"min_count={min_count} times; lower --min-count or give more text")
+                          f"min_count={min_count} times; {fix}")
 
 
 def keep_probability(counts: torch.Tensor, sample: float) -> torch.Tensor:

@@ -42,6 +42,7 @@ class TrainLog:
     examples: int = 0
     words: int = 0
     interrupted: bool = False
+    diverged: bool = False
 
 
 class WorkerError(RuntimeError):
@@ -68,6 +69,19 @@ def keep_freed_memory() -> bool:
     mmap_ok = libc.mallopt(m_mmap_threshold, 1 << 30) or libc.mallopt(m_mmap_threshold, 32 << 20)
     trim_ok = libc.mallopt(m_trim_threshold, 1 << 30)
     return bool(mmap_ok and trim_ok)
+
+
+def _block_sigint() -> bool:
+    """Block SIGINT in this thread (where the platform can); returns whether it did."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return False
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    return True
+
+
+def _unblock_sigint(blocked: bool) -> None:
+    if blocked and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _can_fork() -> bool:
@@ -149,8 +163,15 @@ class Trainer:
         queue, self._stop, taken = ctx.SimpleQueue(), ctx.Event(), ctx.Value("q", 0)
         self._processes = [ctx.Process(target=self._worker, args=(queue, taken), daemon=True)
                            for _ in range(self.workers)]
-        for process in self._processes:
-            process.start()
+        # Ctrl-C while forking would raise inside fork's own handlers, where it is printed
+        # and lost ("Exception ignored in ... _releaseLock"): SIGINT waits until the workers
+        # exist, then arrives here as a KeyboardInterrupt the caller handles.
+        blocked = _block_sigint()
+        try:
+            for process in self._processes:
+                process.start()
+        finally:
+            _unblock_sigint(blocked)
         running = self.workers
         while running:
             message: tuple[int, float, int] | str | None = queue.get()
@@ -169,6 +190,7 @@ class Trainer:
         that no worker idles while another still has chunks), one message per chunk, then
         None."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+        _unblock_sigint(True)  # forked with SIGINT blocked (ignored from now on)
         torch.set_num_threads(1)
         try:
             while not self._stop.is_set():

@@ -47,9 +47,10 @@ class WordVectors:
         sims[self.index[word]] = -2.0
         return [self.words[i] for i in sims.topk(min(k, len(self.words) - 1)).indices.tolist()]
 
-    def similarity(self, path: Path) -> Score:
-        """Spearman correlation between human scores and cosine similarities."""
-        pairs = _similarity_pairs(path)
+    def similarity(self, source: Path | list[tuple[str, str, float]]) -> Score:
+        """Spearman correlation between human scores and cosine similarities, over a
+        WordSim353-format file or its pairs as :func:`similarity_pairs` reads them."""
+        pairs = similarity_pairs(source) if isinstance(source, Path) else source
         known = [(a, b, s) for a, b, s in pairs if a in self.index and b in self.index]
         if len(known) < 2:
             return Score(float("nan"), len(known), len(pairs))
@@ -58,9 +59,10 @@ class WordVectors:
         human = torch.tensor([p[2] for p in known], dtype=torch.float64)
         return Score(spearman((a * b).sum(1), human), len(known), len(pairs))
 
-    def analogy(self, path: Path, batch: int = 512) -> Score:
-        """3CosAdd accuracy: ``d`` must be the nearest word to ``b − a + c`` (a, b, c excluded)."""
-        questions = _analogy_questions(path)
+    def analogy(self, source: Path | list[tuple[str, ...]], batch: int = 512) -> Score:
+        """3CosAdd accuracy: ``d`` must be the nearest word to ``b − a + c`` (a, b, c excluded),
+        over a questions-words.txt-format file or its questions (:func:`analogy_questions`)."""
+        questions = analogy_questions(source) if isinstance(source, Path) else source
         known = [q for q in questions if all(w in self.index for w in q)]
         if not known:
             return Score(float("nan"), 0, len(questions))
@@ -90,7 +92,9 @@ def _ranks(values: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def _similarity_pairs(path: Path) -> list[tuple[str, str, float]]:
+def similarity_pairs(path: Path) -> list[tuple[str, str, float]]:
+    """The ``(word1, word2, score)`` pairs of a WordSim353-format file (``CorpusError`` when
+    it cannot be used)."""
     pairs = []
     for n, line in enumerate(read_lines(path, "similarity"), start=1):
         fields = line.strip().split("\t") if "\t" in line else line.split()
@@ -108,7 +112,9 @@ def _similarity_pairs(path: Path) -> list[tuple[str, str, float]]:
     return pairs
 
 
-def _analogy_questions(path: Path) -> list[tuple[str, ...]]:
+def analogy_questions(path: Path) -> list[tuple[str, ...]]:
+    """The ``(a, b, c, d)`` questions of a questions-words.txt-format file (``CorpusError``
+    when it cannot be used)."""
     questions: list[tuple[str, ...]] = []
     for n, line in enumerate(read_lines(path, "analogy"), start=1):
         if not line.strip() or line.startswith(":"):
