@@ -46,7 +46,8 @@ constexpr int64_t kAhead = 4;  // examples between a prefetch and the use of its
 float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
   __m512 s = _mm512_setzero_ps();
   int64_t d = 0;
-  for (; d + 16 <= n; d += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), s);
+  for (; d + 16 <= n; d += 16)
+    s = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), s);
   if (d < n) {
     const __mmask16 m = static_cast<__mmask16>((1U << (n - d)) - 1U);
     s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), _mm512_maskz_loadu_ps(m, b + d), s);
@@ -62,7 +63,8 @@ void axpy(float a, const float* __restrict x, float* __restrict y, int64_t n) {
     _mm512_storeu_ps(y + d, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + d), _mm512_loadu_ps(y + d)));
   if (d < n) {
     const __mmask16 m = static_cast<__mmask16>((1U << (n - d)) - 1U);
-    const __m512 r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + d), _mm512_maskz_loadu_ps(m, y + d));
+    const __m512 r =
+        _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + d), _mm512_maskz_loadu_ps(m, y + d));
     _mm512_mask_storeu_ps(y + d, m, r);
   }
 }
@@ -417,8 +419,8 @@ struct Row {
     const __m512 va = _mm512_set1_ps(a);
     for (int q = 0; q + 1 < NV; ++q)
       _mm512_storeu_ps(p + 16 * q, _mm512_fmadd_ps(va, v[q], _mm512_loadu_ps(p + 16 * q)));
-    _mm512_mask_storeu_ps(p + 16 * (NV - 1), t,
-                          _mm512_fmadd_ps(va, v[NV - 1], _mm512_maskz_loadu_ps(t, p + 16 * (NV - 1))));
+    float* last = p + 16 * (NV - 1);
+    _mm512_mask_storeu_ps(last, t, _mm512_fmadd_ps(va, v[NV - 1], _mm512_maskz_loadu_ps(t, last)));
   }
 };
 
@@ -601,10 +603,11 @@ int torchnce_word2vec_batches(float* in_vec, float* out_vec, int64_t dim,
 // word2vec.c's orientation: input the context word's vector X_i, label the centre. Each run of
 // `share` consecutive examples of a window (the whole window for 0; 1 is word2vec's own, a
 // set per example) shares K negatives drawn from the alias table (threshold, alias) with
-// xoshiro256** seeded by `seed`: fewer distinct rows written per window, which is what lets
-// Hogwild workers scale. The window's m examples are one batch computed from the tables as they are at
-// its start: the public loss with per-example candidates ``[m, K]`` and one SGD step, which
-// the tests check; the centre's row is read once and written once per window.
+// xoshiro256** seeded by `seed`: fewer draws, and fewer distinct rows read and written per
+// window (they stay in the cache from one example to the next). The window's m examples are one
+// batch computed from the tables as they are at its start: the public loss with per-example
+// candidates ``[m, K]`` and one SGD step, which the tests check; the centre's row is read once
+// and written once per window (train_window).
 //   l_ij = X_i . W_ij - log Q_ij (j = 0 the centre; log-Q optional, Q_c = probs[c] * K; hit
 //   removal: the last negative equal to the centre gets -FLT_MAX), loss and dL/dl as
 //   example_grad (g times -lr), then X_i += sum_j g_ij W_ij and W_ij += g_ij X_i.
