@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 import torch
 import torch.distributed as dist
@@ -44,6 +45,12 @@ def batch(prototypes: torch.Tensor, generator: torch.Generator):
     return prototypes[labels] + 0.5 * torch.randn(BATCH, DIM, generator=generator), labels
 
 
+def say(rank: int, text: str) -> None:
+    """One line in one write, so the lines of the ranks (one shared stdout) never interleave."""
+    sys.stdout.write(f"rank {rank}: {text}\n")
+    sys.stdout.flush()
+
+
 def global_sum(value: torch.Tensor) -> torch.Tensor:
     total = value.detach().clone()
     dist.all_reduce(total)
@@ -62,8 +69,8 @@ def main() -> None:
     prototypes = torch.randn(CLASSES, DIM)
     encoder = nn.Linear(DIM, DIM)
     layer = ShardedSampledSoftmaxLoss(CLASSES, DIM, SAMPLED, seed=0, timeout=60)
-    print(f"rank {rank}: {len(layer.shard_ids()):,} of {CLASSES:,} classes "
-          f"(ids {layer.shard_ids()[:3].tolist()}, ...)", flush=True)
+    say(rank, f"{len(layer.shard_ids()):,} of {CLASSES:,} classes "
+              f"(ids {layer.shard_ids()[:3].tolist()}, ...)")
     optimizer = torch.optim.Adagrad([*encoder.parameters(), *layer.parameters()], lr=0.1)
     generator = torch.Generator().manual_seed(1 + rank)  # each rank its own data
 
@@ -76,7 +83,7 @@ def main() -> None:
             dist.all_reduce(p.grad)
         optimizer.step()
         if step % (steps // 4) == 0 or step == 1:
-            print(f"rank {rank}: step {step} loss {global_sum(loss).item():.6f}", flush=True)
+            say(rank, f"step {step} loss {global_sum(loss).item():.6f}")
 
     inputs, labels = batch(prototypes, torch.Generator().manual_seed(100 + rank))
     layer.eval()
@@ -96,9 +103,9 @@ def main() -> None:
         dist.all_gather(everyone, features)
         dist.all_gather(every_label, labels)
         reference = single.eval()(torch.cat(everyone), torch.cat(every_label))
-    print(f"rank {rank}: full loss {full.item():.6f} single-process {reference.item():.6f} "
-          f"(uniform: {math.log(CLASSES):.4f})", flush=True)
-    print(f"rank {rank}: top-1 accuracy {correct.item() / (world * BATCH):.3f}", flush=True)
+    say(rank, f"full loss {full.item():.6f} single-process {reference.item():.6f} "
+              f"(uniform: {math.log(CLASSES):.4f})")
+    say(rank, f"top-1 accuracy {correct.item() / (world * BATCH):.3f}")
     dist.destroy_process_group()
 
 
