@@ -286,13 +286,18 @@ def test_huge_uniform_range_is_uniform():
 
 
 @pytest.mark.parametrize("kind", ["log_uniform", "fixed"])
-@pytest.mark.parametrize("table", ["scratch", "sort"])
-def test_unique_matches_rejection_loop(kind, table, monkeypatch):
+@pytest.mark.parametrize("path", ["block", "device", "loop"])
+def test_unique_matches_rejection_loop(kind, path, monkeypatch):
     # The vectorised unique draw against TensorFlow's loop run in Python on the same P:
     # inclusion frequency of every class, the first candidate's law, and the mean num_tries.
-    # Both ways of finding first occurrences: a scratch table, and (for ranges > 2^24) a sort.
-    if table == "sort":
-        monkeypatch.setattr(torchnce._sampling.unique, "SCRATCH_LIMIT", 0)
+    # The three paths: one fixed block (CPU, continued on the host if short), the same with
+    # the device-side assertion instead of a read, and the block-after-block loop used where
+    # no fixed block is planned.
+    if path == "device":
+        monkeypatch.setattr(torchnce._common.checks, "HOST_READS_ON_CPU", False)
+    if path == "loop":
+        monkeypatch.setattr(torchnce._sampling.unique, "MAX_BLOCK", 0)
+        torchnce._sampling.closed_form.log_uniform_plan.cache_clear()
     sampler, range_max, num_sampled, trials = make(kind, 12), 12, 6, 3000
     p32 = sampler.probability(torch.arange(range_max)).numpy()
     p = p32.astype(np.float64) / p32.astype(np.float64).sum()
@@ -335,7 +340,10 @@ def test_unique_inclusion_frequency_near_expected_count(kind):
         out = sampler.sample(torch.arange(20)[None, :], 8, generator=g)
         seen[out.sampled_candidates] += 1
         mean_q += out.true_expected_count[0] / trials
-    assert float((seen / trials - mean_q).abs().max()) < 0.06
+    # Q's own approximation error is about 0.05 here, plus noise of ~0.01: the block and the
+    # loop paths both give 0.054-0.071 over seeds 4-8 (the exact law is pinned by
+    # test_unique_matches_rejection_loop).
+    assert float((seen / trials - mean_q).abs().max()) < 0.08
 
 
 @kinds

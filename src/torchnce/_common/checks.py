@@ -4,8 +4,13 @@ Each check raises ``TypeError`` (wrong type or dtype) or ``ValueError`` (wrong v
 choice) with a one-sentence message that starts with the argument's name as it appears in the
 signature, then what was expected, then ``, got <actual>``.
 
-Checks that read tensor *values* (``check_ids_in_range``) synchronise with the device; callers
-run them once, at the public boundary.
+Checks of tensor *values* (``check_ids_in_range``, ``check_all_in_range``) read them on the
+host only for eager CPU tensors, where the read stalls no stream: there they raise the
+``ValueError`` that names the argument and the bad value. On an accelerator, on ``meta``, for
+FakeTensors and under ``torch.compile`` the same conditions are device-side assertions
+(``torch._assert_async``): nothing is read back, and a bad value raises a ``RuntimeError``
+carrying the same message (without the value) when the device reaches it, asynchronously on
+CUDA. Callers run them once, at the public boundary.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
+
+HOST_READS_ON_CPU = True  # False: eager CPU checks take the device path too (the tests' switch)
 
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
@@ -70,12 +78,18 @@ def as_float_tensor(name: str, value: Any, *, device: torch.device | None = None
     return tensor
 
 
+def reads_on_host(t: torch.Tensor) -> bool:
+    """Whether a check may read ``t``'s values on the host: an eager CPU tensor that is not
+    fake (a CPU read stalls no stream), outside ``torch.compile``."""
+    return (HOST_READS_ON_CPU and t.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not is_fake(t))
+
+
 def check_ids_in_range(name: str, ids: torch.Tensor, upper: int) -> None:
     """Raise TensorFlow's "out of range" error unless every id lies in ``[0, upper)``.
 
-    Reads the values: one ``aminmax`` and its two scalars, a device synchronisation. Under
-    ``torch.compile`` the check becomes a runtime assertion of the graph (a ``RuntimeError``
-    without this message).
+    Reads the values on CPU: one ``aminmax`` and its two scalars. Elsewhere (see the module's
+    docstring) a device-side assertion, with no read.
     """
     check_all_in_range(((name, ids),), upper)
 
@@ -105,35 +119,40 @@ def check_all_in_range(
             lo = torch.stack([b.min for b in bounds]).min()
             hi = torch.stack([b.max for b in bounds]).max()
         scalars += [lo, hi]
-    scalars += [_not_positive(t).any().to(torch.int64) for _, _, t in counts]
-    if torch.compiler.is_compiling():  # runtime assertions in the graph, no Python branch
-        _assert_in_graph(present, counts, upper, [int(v) for v in scalars])
+    flags = [_not_positive(t).any() for _, _, t in counts]
+    if not reads_on_host(scalars[0] if scalars else flags[0]):
+        _assert_on_device(present, counts, upper, scalars, flags)
         return
+    scalars += [f.to(torch.int64) for f in flags]
     values = torch.stack([v.to(scalars[0].device) for v in scalars]).tolist()  # one read
     if present and (values[0] < 0 or values[1] >= upper):
         _raise_out_of_range(present, upper)
     for (name, what, t), flag in zip(counts, values[2:] if present else values, strict=True):
         if flag:
             bad = t[_not_positive(t)].flatten()[0].item()
-            raise ValueError(f"{name} must hold finite, positive {what}, got {bad}; their log "
+            raise ValueError(positive_message(name, what) + f", got {bad}; their log "
                              "is subtracted from the logits")
 
 
-def _assert_in_graph(
+def positive_message(name: str, what: str) -> str:
+    """The start of the error for counts that must be finite and > 0."""
+    return f"{name} must hold finite, positive {what}"
+
+
+def _assert_on_device(
     present: Sequence[tuple[str, torch.Tensor]],
     counts: Sequence[tuple[str, str, torch.Tensor]],
     upper: int,
-    values: list[int],
+    scalars: Sequence[torch.Tensor],
+    flags: Sequence[torch.Tensor],
 ) -> None:
-    """The checks of :func:`check_all_in_range` as ``torch._check`` assertions (compiling)."""
+    """The checks of :func:`check_all_in_range` as device-side assertions (no host read)."""
     if present:
         names = " and ".join(name for name, _ in present)
-        torch._check(values[0] >= 0, lambda: f"{names} must hold ids >= 0")  # type: ignore[no-untyped-call]
-        torch._check(values[1] < upper, lambda: f"{names} must hold ids < {upper}")  # type: ignore[no-untyped-call]
-    flags = values[2:] if present else values
+        ok = (scalars[0] >= 0) & (scalars[1] < upper)
+        torch._assert_async(ok, f"{names} must hold ids in [0, {upper})")
     for (name, what, _), flag in zip(counts, flags, strict=True):
-        message = f"{name} must hold finite, positive {what}"
-        torch._check(flag == 0, lambda m=message: m)  # type: ignore[no-untyped-call]
+        torch._assert_async(torch.logical_not(flag), positive_message(name, what))
 
 
 def _not_positive(t: torch.Tensor) -> torch.Tensor:

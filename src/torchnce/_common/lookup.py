@@ -136,13 +136,28 @@ def lookup(
     if len(shards) == 1:
         return gather_rows(shards[0], flat_ids, sparse_grad=sparse_grad)
     shard, row = route(flat_ids, num_rows, len(shards), partition_strategy)
+    if sparse_grad:
+        return _lookup_split(shards, shard, row)
+    # Fixed shapes, no read of the routing: every shard gathers a row for every id (row 0 for
+    # the ids it does not own) and a select keeps the owner's; P gathers of B rows each.
+    owners = [p for p, part in enumerate(shards) if part.shape[0]]  # an empty one owns no id
+    out = shards[owners[0]].index_select(0, torch.where(shard == owners[0], row, 0))
+    for p in owners[1:]:
+        mine = shard == p
+        rows = shards[p].index_select(0, torch.where(mine, row, 0))
+        out = torch.where(mine.view(-1, *([1] * (rows.dim() - 1))), rows, out)
+    return out
+
+
+def _lookup_split(shards: Sequence[torch.Tensor], shard: torch.Tensor, row: torch.Tensor
+                  ) -> torch.Tensor:
+    """The rows with sparse gradients that hold only the rows looked up: the ids split by
+    shard, which reads the per-shard counts (one ``tolist``, a device synchronisation)."""
     order = torch.argsort(shard, stable=True)
     counts = torch.bincount(shard, minlength=len(shards)).tolist()
     rows_in_order = torch.split(row[order], counts)
-    parts = [
-        gather_rows(s, r, sparse_grad=sparse_grad)
-        for s, r in zip(shards, rows_in_order, strict=True)
-    ]
+    parts = [gather_rows(s, r, sparse_grad=True)
+             for s, r in zip(shards, rows_in_order, strict=True)]
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
     return torch.cat(parts).index_select(0, inverse)

@@ -14,7 +14,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
-from torchnce._common.checks import as_float_tensor, as_int_tensor, check_choice
+from torchnce._common.checks import as_float_tensor, as_int_tensor, check_choice, reads_on_host
 from torchnce._common.types import REDUCTIONS, Reduction
 
 TEMPERATURE_RANGE = (0.01, 100.0)  # a tensor temperature is clamped into it (CLIP's bound)
@@ -66,16 +66,20 @@ def check_ids(
 def check_log_q(
     name: str, log_q: Any, letters: str, shape: Sequence[int], like: torch.Tensor
 ) -> torch.Tensor:
-    """Log-probabilities of ``shape`` in ``like``'s dtype: finite and <= 0 (one device sync)."""
+    """Log-probabilities of ``shape`` in ``like``'s dtype: finite and <= 0 (read on the host
+    for eager CPU tensors, else a device-side assertion)."""
     t = as_float_tensor(name, log_q, device=like.device)
     _check_shape(name, t, letters, shape)
     t = t.to(device=like.device, dtype=like.dtype)
     bad = ~(t <= 0) | torch.isneginf(t)  # NaN, > 0 (q > 1) or -inf (q = 0)
-    if t.numel() and bool(bad.any()):
-        raise ValueError(
-            f"{name} must hold log-probabilities, finite and <= 0 (probabilities in (0, 1]),"
-            f" got {t[bad][0].item()}; pass log(q) for probabilities q in (0, 1]"
-        )
+    expected = f"{name} must hold log-probabilities, finite and <= 0 (probabilities in (0, 1])"
+    if not t.numel():
+        return t
+    if not reads_on_host(t):  # a device-side assertion: no read (see _common.checks)
+        torch._assert_async(torch.logical_not(bad.any()), expected)
+    elif bool(bad.any()):
+        raise ValueError(f"{expected}, got {t[bad][0].item()}; pass log(q) for probabilities q"
+                         " in (0, 1]")
     return t
 
 

@@ -100,7 +100,8 @@ def info_nce_loss(
 
     Note:
         ``log_q`` and the ids are checked once at the boundary; the ``log_q`` value check
-        reads the values (one device synchronisation). Masked entries get the dtype's most
+        reads the values on CPU and is a device-side assertion elsewhere (no
+        synchronisation; docs/gpu-and-compile.md). Masked entries get the dtype's most
         negative finite value after the division by ``τ``, so no NaN appears in the loss or
         any gradient. A float temperature is used as given; only tensors are clamped (their
         gradient is zero while clamped, as with CLIP's logit scale).

@@ -84,8 +84,9 @@ def mixed_negatives_loss(
     Note:
         Both corrections are required: without them the two sources are on different scales.
         To turn them off pass ``batch_log_q = 0`` and ``sampled_log_q = -log M`` (every
-        correction 0). The checks of the log-probabilities read their values (one device
-        synchronisation). A sampled key equal to another row's positive stays a negative.
+        correction 0). The checks of the log-probabilities read their values on CPU and are
+        device-side assertions elsewhere (no synchronisation). A sampled key equal to another
+        row's positive stays a negative.
 
     References:
         Yang et al., "Mixed Negative Sampling for Learning Two-tower Neural Networks in

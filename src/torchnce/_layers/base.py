@@ -292,7 +292,8 @@ class OutputLayer(nn.Module):
         Raises:
             TypeError, ValueError: inputs, labels or candidates that disagree with the
                 configuration, an unknown mode. Checking that the ids are in range reads the
-                labels and any given candidates together (one device synchronisation); the
+                labels and any given candidates together (on CPU; a device-side assertion, a
+                ``RuntimeError``, on other devices and under ``torch.compile``); the
                 sampler is only called once the call is known to be valid.
         """
         mode = check_mode(mode, self.training)

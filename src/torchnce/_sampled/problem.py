@@ -240,9 +240,9 @@ def prepare(
 ) -> Problem:
     """Validate a sampled-loss call, draw the default sample if needed, and find the hits.
 
-    Reads the ids once to range-check the labels and any given candidates together (one
-    device synchronisation); with ``log_counts`` (a loss that subtracts log Q) the same read
-    checks that the given expected counts are finite and > 0.
+    Reads the ids once to range-check the labels and any given candidates together (on CPU;
+    elsewhere a device-side assertion, no synchronisation); with ``log_counts`` (a loss that
+    subtracts log Q) the same read checks that the given expected counts are finite and > 0.
     """
     num_sampled = check_int("num_sampled", num_sampled, minimum=1)
     num_classes = check_int("num_classes", num_classes, minimum=1)

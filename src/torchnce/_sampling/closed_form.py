@@ -36,9 +36,7 @@ def uniform_p(range_max: int) -> float:
 @functools.lru_cache(maxsize=256)
 def uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
     """The unique-sampling plan of the uniform distribution (see ``unique_plan``)."""
-    p = torch.tensor([1.0 / range_max], dtype=torch.float64)
-    count = torch.tensor([float(range_max)], dtype=torch.float64)
-    return unique_plan(p, count, num_sampled, range_max)
+    return unique_plan([1.0 / range_max], [float(range_max)], num_sampled, range_max)
 
 
 def log_uniform_draw(
@@ -93,7 +91,7 @@ def log_uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
     hi = torch.tensor(edges[1:], dtype=torch.float64)
     count = hi - lo
     mass = torch.log((hi + 1) / (lo + 1)) / math.log1p(range_max)
-    return unique_plan(mass / count, count, num_sampled, range_max)
+    return unique_plan((mass / count).tolist(), count.tolist(), num_sampled, range_max)
 
 
 def uniform_values(

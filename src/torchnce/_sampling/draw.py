@@ -15,6 +15,7 @@ into TensorFlow's ``(sampled_candidates, true_expected_count, sampled_expected_c
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Callable
@@ -75,7 +76,8 @@ def check_true_classes(
 ) -> torch.Tensor:
     """Validate in TensorFlow's kernel order and return ``true_classes`` as int64 ``[B, T]``.
 
-    Reads the ids (one device synchronisation) to check that they lie in ``[0, range_max)``.
+    Reads the ids on CPU (a device-side assertion elsewhere) to check that they lie in
+    ``[0, range_max)``.
     """
     tc = as_int_tensor("true_classes", true_classes)
     if tc.dim() != 2:
@@ -189,10 +191,18 @@ def true_divide_(x: torch.Tensor, divisor: float) -> torch.Tensor:
     """
     if x.device.type == "cpu":
         return x.div_(divisor)
-    return x.div_(torch.tensor([divisor], dtype=x.dtype, device=x.device))
+    return x.div_(_divisor(divisor, x.dtype, x.device))
 
 
-def expected_count(p: torch.Tensor, num_tries: int, num_sampled: int) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _divisor(divisor: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A one-element divisor on ``device``, copied there once (no host-to-device copy per step)."""
+    return torch.tensor([divisor], dtype=dtype, device=device)
+
+
+def expected_count(
+    p: torch.Tensor, num_tries: int | torch.Tensor, num_sampled: int
+) -> torch.Tensor:
     r"""TensorFlow's ``ExpectedCountHelper`` in float32 (docs/tf-semantics.md §6.4).
 
     .. math::
@@ -200,9 +210,15 @@ def expected_count(p: torch.Tensor, num_tries: int, num_sampled: int) -> torch.T
         -\operatorname{expm1}(\text{num\_tries}·\operatorname{log1p}(-p)) & \text{otherwise}
         \end{cases}
 
-    (Out-of-place transcendental ops: torch 2.13's in-place ``log_`` on small float64
-    tensors can stall for milliseconds when the CPU is shared.)
+    ``num_tries`` is an int or an int64 tensor that broadcasts against ``p`` (read by no one:
+    the choice between the cases is a ``torch.where``). (Out-of-place transcendental ops:
+    torch 2.13's in-place ``log_`` on small float64 tensors can stall for milliseconds when
+    the CPU is shared.)
     """
+    if isinstance(num_tries, torch.Tensor):
+        log_miss = torch.log1p(p.double().neg()).float()
+        rejected = torch.expm1(log_miss.mul(num_tries.float()).double()).neg().float()
+        return torch.where(num_tries == num_sampled, p * float(num_sampled), rejected)
     if num_tries == num_sampled:
         return p * float(num_sampled)
     log_miss = torch.log1p(p.double().neg_()).float()
@@ -240,12 +256,18 @@ def sample_values(
 
     ``probability`` is a function of the ids, or one float32 value when every id has it.
     """
+    num_tries: int | torch.Tensor = num_sampled
     if unique:
         candidates, num_tries = draw_unique(draw, num_sampled, plan())
     else:
-        candidates, num_tries = draw(num_sampled), num_sampled
+        candidates = draw(num_sampled)
+    if isinstance(probability, float) and isinstance(num_tries, torch.Tensor):
+        p = torch.full((), probability, dtype=torch.float32, device=num_tries.device)
+        q_t = expected_count(p, num_tries, num_sampled)
+        return SampledValues(candidates, q_t.expand(true_classes.shape).contiguous(),
+                             q_t.expand(num_sampled).contiguous())
     if isinstance(probability, float):
-        q = expected_count_scalar(probability, num_tries, num_sampled)
+        q = expected_count_scalar(probability, num_sampled, num_sampled)  # no rejection
         device = true_classes.device
         return SampledValues(
             candidates,

@@ -113,7 +113,8 @@ class FixedUnigramSampler(CandidateSampler):
         self.register_buffer("threshold", threshold, persistent=False)
         self.register_buffer("alias", alias, persistent=False)
         self._drawable = int((alias_masses(w) > 0).sum())
-        self._bins = weight_bins(w)
+        p_bins, count_bins = weight_bins(w)
+        self._bins: tuple[list[float], list[float]] = (p_bins.tolist(), count_bins.tolist())
         self._blocks: dict[int, UniquePlan] = {}
 
     def probability(self, ids: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,6 @@ from torchnce._sampling.draw import (
     gather,
     sample_values,
     search_right,
-    true_divide_,
     uniform_ints,
 )
 from torchnce._sampling.samplers import CandidateSampler
@@ -68,6 +67,7 @@ class LearnedUnigramSampler(CandidateSampler):
     _base_cum: torch.Tensor
     _recent: torch.Tensor
     _one: torch.Tensor
+    _total_dev: torch.Tensor
 
     def __init__(self, range_max: int) -> None:
         super().__init__()
@@ -76,6 +76,8 @@ class LearnedUnigramSampler(CandidateSampler):
         self.register_buffer("_base_cum", torch.zeros(0, dtype=torch.int64), persistent=False)
         self.register_buffer("_recent", torch.zeros(0, dtype=torch.int32), persistent=False)
         self.register_buffer("_one", torch.ones(1, dtype=torch.int32), persistent=False)
+        # W on the device, kept in step with _total by kernels (no host-to-device copy per step)
+        self.register_buffer("_total_dev", torch.zeros((), dtype=torch.int64), persistent=False)
         self._recent_len = 0
         self._fold_at = max(self.range_max, 1 << 20)
         self._rebuild()
@@ -93,7 +95,10 @@ class LearnedUnigramSampler(CandidateSampler):
 
     def _probability(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.to(self.counts.device)
-        return true_divide_(gather(self.counts, ids).float(), float(self._total))
+        p = gather(self.counts, ids).float()
+        if p.device.type == "cpu":
+            return p.div_(float(self._total))
+        return p.div_(self._total_dev.float())  # fl32(W), a true division on every device
 
     def _sample(
         self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
@@ -126,6 +131,7 @@ class LearnedUnigramSampler(CandidateSampler):
             return
         self.counts.index_add_(0, ids, self._one.expand(ids.numel()))
         self._total += ids.numel()
+        self._total_dev.add_(ids.numel())
         end = self._recent_len + ids.numel()
         if end > self._fold_at:
             self._fold()
@@ -160,20 +166,29 @@ class LearnedUnigramSampler(CandidateSampler):
         if self._base_total == 0:
             self._base_cum = self._base_cum[:0]
         self._total = self.range_max + self._base_total + self._recent_len
+        self._total_dev.fill_(self._total)
         if self._total > UNIGRAM_RANGE_LIMIT:
             raise ValueError(f"counts must sum to at most {UNIGRAM_RANGE_LIMIT}, got {self._total}")
-        self._blocks: dict[int, UniquePlan] = {}
+        self._blocks: dict[tuple[int, int], UniquePlan] = {}
+        self._bins: tuple[list[float], list[float]] = ([1.0 / self.range_max],
+                                                       [float(self.range_max)])  # uniform
+        if self._base_total:
+            bins = weight_bins(torch.diff(self._base_cum, prepend=self._base_cum[:1] * 0))
+            self._bins = (bins[0].tolist(), bins[1].tolist())
 
     def _plan(self, num_sampled: int) -> UniquePlan:
-        """The unique-sampling plan from the static counts (a function of the state alone)."""
-        if num_sampled not in self._blocks:
-            if self._base_total == 0:  # all static counts are 1: uniform
-                p = torch.tensor([1.0 / self.range_max], dtype=torch.float64)
-                bins = (p, torch.tensor([float(self.range_max)], dtype=torch.float64))
-            else:
-                bins = weight_bins(torch.diff(self._base_cum, prepend=self._base_cum[:1] * 0))
-            self._blocks[num_sampled] = unique_plan(*bins, num_sampled, self.range_max)
-        return self._blocks[num_sampled]
+        """The unique-sampling plan for the weights until the recent classes double: the static
+        counts' bins (read once per rebuild) and, as the worst case, all recent weight on one
+        class. A function of the state alone (no read), so seeded draws stay reproducible."""
+        recent = 1 << max(self._recent_len - 1, 0).bit_length()
+        key = (num_sampled, recent)
+        if key not in self._blocks:
+            p, count = self._bins
+            static = float(self.range_max + self._base_total)
+            share = recent / (static + recent)
+            self._blocks[key] = unique_plan([pj * (1 - share) for pj in p] + [share],
+                                            [*count, 1.0], num_sampled, self.range_max)
+        return self._blocks[key]
 
     def get_extra_state(self) -> dict[str, Any]:
         """The classes added since the last compaction, in order (fixes the id mapping)."""

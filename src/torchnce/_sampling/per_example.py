@@ -30,42 +30,46 @@ from torchnce._sampling.samplers import (
     UniformSampler,
     all_values,
 )
-from torchnce._sampling.unique import Draw
+from torchnce._sampling.unique import Draw, block_tries, check_block, first_distinct
 
 _MAX_BLOCK = 1 << 16  # most draws per row in one block
 _MAX_TRIES = 1 << 22  # most draws per row before giving up (too few drawable classes)
 
 
-def _first_distinct(x: torch.Tensor, num_sampled: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For a ``[R, N]`` block: the bool mask of each row's first ``S`` first occurrences (all of
-    them where a row has fewer) and each row's count of positions up to its S-th one."""
-    sorted_x, order = torch.sort(x, dim=1, stable=True)
-    head = torch.ones_like(sorted_x, dtype=torch.bool)
-    torch.ne(sorted_x[:, 1:], sorted_x[:, :-1], out=head[:, 1:])
-    first = torch.zeros_like(head).scatter_(1, order, head)
-    seen = first.cumsum(dim=1)
-    return first & (seen <= num_sampled), (seen < num_sampled).sum(dim=1) + 1
-
-
 def draw_unique_rows(
-    draw: Draw, batch: int, num_sampled: int, block: int
+    draw: Draw, batch: int, num_sampled: int, block: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """TensorFlow's rejection loop for every row: int64 ``[B, S]`` candidates and ``[B]``
-    ``num_tries``. Loops over rounds of draws (almost always one), never over rows."""
-    size = min(max(block, num_sampled), _MAX_BLOCK)
-    x = draw(batch * size).view(batch, size)
+    ``num_tries``. One fixed ``[B, N]`` block (no host read) where the plan has one
+    (``P(a row is short) ≤ 2⁻⁶⁴``, see ``torchnce._sampling.unique``); the short rows'
+    streams continue on the host only in the eager CPU case."""
+    if block is not None:
+        x = draw(batch * block).view(batch, block)
+        cands, seen = first_distinct(x, num_sampled)
+        if not check_block(seen[:, -1] < num_sampled, f"{block} draws per row"):
+            return cands, block_tries(seen, num_sampled)
+    else:
+        x = draw(batch * num_sampled).view(batch, num_sampled)
+    return _rows_loop(draw, num_sampled, x, block or 2 * num_sampled + 16)
+
+
+def _rows_loop(
+    draw: Draw, num_sampled: int, x: torch.Tensor, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows' streams continued after the block ``x`` until each has ``S`` distinct ids,
+    round after round of draws for the rows still short (reads the device each round)."""
+    batch = x.shape[0]
     rows = torch.arange(batch, device=x.device)
     cands = x.new_empty(batch, num_sampled)
     tries = x.new_empty(batch)
     while True:
-        keep, row_tries = _first_distinct(x, num_sampled)
-        found = keep.sum(dim=1)
-        done = found == num_sampled
-        cands[rows[done]] = x[done][keep[done]].view(-1, num_sampled)
-        tries[rows[done]] = row_tries[done]
+        first, seen = first_distinct(x, num_sampled)
+        done = seen[:, -1] >= num_sampled
+        cands[rows[done]] = first[done]
+        tries[rows[done]] = block_tries(seen[done], num_sampled)
         if bool(done.all()):
             return cands, tries
-        rows, x, found = rows[~done], x[~done], found[~done]
+        rows, x, found = rows[~done], x[~done], seen[~done, -1]
         fewest = int(found.min())
         if x.shape[1] >= _MAX_TRIES:
             raise range_too_small(num_sampled, "the number of classes the sampler can draw",
@@ -89,7 +93,7 @@ def rows_values(
     num_sampled: int,
     draw: Draw,
     probability: Probability,
-    block: int,
+    block: int | None,
 ) -> SampledValues:
     """Per-row unique candidates ``[B, S]`` and expected counts ``[B, T]``, ``[B, S]``."""
     cands, tries = draw_unique_rows(draw, labels.shape[0], num_sampled, block)
@@ -113,13 +117,14 @@ def log_uniform_rows(
     )
 
 
-def _sampler_block(sampler: CandidateSampler, num_sampled: int) -> int:
-    """A first block of draws per row: the closed-form plan where there is one."""
+def _sampler_block(sampler: CandidateSampler, num_sampled: int) -> int | None:
+    """The fixed block of draws per row from the sampler's plan (None: none, or not ours)."""
     if isinstance(sampler, UniformSampler):
         return uniform_plan(sampler.range_max, num_sampled).block
     if isinstance(sampler, LogUniformSampler):
         return log_uniform_plan(sampler.range_max, num_sampled).block
-    return 2 * num_sampled + 16
+    plan = getattr(sampler, "_plan", None)
+    return plan(num_sampled).block if callable(plan) else None
 
 
 def sampler_rows(

@@ -1,30 +1,100 @@
-"""Sampling without replacement: TensorFlow's rejection loop, vectorised.
+"""Sampling without replacement: TensorFlow's rejection loop as one fixed-shape block.
 
 The loop is described in docs/tf-semantics.md §6.3.
 
 TensorFlow draws one id at a time until ``S`` distinct ids have been seen, keeps them in
-first-seen order and counts every draw in ``num_tries``. Here the draws come in blocks of
-independent ids; the first ``S`` distinct values of the stream and the position of the last of
-them are the loop's result whatever the block sizes, so the distribution is exactly the loop's.
-The block is sized from the distribution (``unique_plan``) so that one block almost always
-suffices; a short block is followed by more blocks that skip the ids already seen.
+first-seen order and counts every draw in ``num_tries``. Here one block of ``N`` independent
+draws is taken at once: the first ``S`` distinct values of the stream, in first-seen order, and
+the position of the last of them + 1 (``num_tries``) are the loop's result whatever ``N`` is,
+provided the block holds ``S`` distinct ids, so the distribution is exactly the loop's.
+
+``N`` comes from the distribution (``unique_plan``): the smallest block for which a bound on
+``P(fewer than S distinct ids in N draws)`` is below ``2⁻⁶⁴`` (the smaller of a union bound and
+a Chernoff bound, see ``unique_plan``). The block's computation has a fixed shape and reads
+nothing on the host, so a training step never waits for the device and compiles to one graph.
+In the case the bound makes astronomically rare (probability ``≤ 2⁻⁶⁴`` per call, or per row for
+per-example draws), an eager CPU call, which reads its own memory without stalling anything,
+continues the stream with more draws (still exactly the loop); on an accelerator or under
+``torch.compile`` a device-side assertion (``torch._assert_async``) raises a ``RuntimeError``
+instead. Where no block of at most ``2²²`` draws reaches the bound (``S`` close to the number of
+drawable ids), the loop runs block after block, reading the count of distinct ids each time.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
 
+from torchnce._common.checks import reads_on_host
+
 Draw = Callable[[int], torch.Tensor]
 
-SCRATCH_LIMIT = 1 << 24  # largest range whose unique draws use a scratch table (64 MiB)
-_MAX_BLOCK = 1 << 22  # largest block of draws for the sorting path (32 MiB of int64)
-_EMPTY = 2**31 - 1  # an unused position in a scratch table
-_SCRATCH = threading.local()
+LOG_FAILURE = 64 * math.log(2)  # -log of the accepted P(a block is short), per call or row
+MAX_BLOCK = 1 << 22  # largest fixed block of draws
+_MAX_TRIES = 2**31 - 1  # draws after which the loop gives up (too few drawable ids)
+_MAX_LOOP_BLOCK = 1 << 22  # largest block of the loop
+
+
+class UniquePlan(NamedTuple):
+    """How to draw without replacement over ``[0, range_max)``.
+
+    Attributes:
+        block: the fixed number of draws ``N`` (``P(short) ≤ 2⁻⁶⁴``), or None where no
+            block of at most ``2²²`` draws reaches that bound.
+        range_max: the number of ids.
+    """
+
+    block: int | None
+    range_max: int
+
+
+def first_distinct(x: torch.Tensor, num_sampled: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a ``[R, N]`` block: each row's first ``S`` distinct ids in first-seen order
+    (``[R, S]``, padded with 0 where a row has fewer) and its count of distinct ids up to and
+    including position ``n`` (``[R, N]``, int64). Fixed shapes: a stable sort, no read."""
+    sorted_x, order = torch.sort(x, dim=1, stable=True)
+    head = torch.ones_like(sorted_x, dtype=torch.bool)
+    torch.ne(sorted_x[:, 1:], sorted_x[:, :-1], out=head[:, 1:])
+    first = torch.zeros_like(head).scatter_(1, order, head)
+    seen = first.cumsum(dim=1)
+    slot = torch.where(first & (seen <= num_sampled), seen - 1, num_sampled)
+    out = x.new_zeros(x.shape[0], num_sampled + 1).scatter_(1, slot, x)
+    return out[:, :num_sampled], seen
+
+
+def block_tries(seen: torch.Tensor, num_sampled: int) -> torch.Tensor:
+    """Each row's ``num_tries``: the position of its S-th distinct id + 1 (``[R]``, int64)."""
+    return (seen < num_sampled).sum(dim=1) + 1
+
+
+def check_block(short: torch.Tensor, where: str) -> bool:
+    """Whether the caller must continue a short block on the host (eager CPU); elsewhere a
+    device-side assertion that no row is short (probability ``≤ 2⁻⁶⁴`` per row)."""
+    if reads_on_host(short):
+        return bool(short.any())
+    torch._assert_async(torch.logical_not(short.any()),
+                        f"unique sampling: a block of draws held fewer than num_sampled distinct"
+                        f" ids ({where}; probability below 2^-64); retry the step")
+    return False
+
+
+def draw_unique(
+    draw: Draw, num_sampled: int, plan: UniquePlan
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TensorFlow's rejection loop: the first ``num_sampled`` distinct draws and ``num_tries``
+    (an int64 scalar tensor)."""
+    if plan.block is None:
+        cands, tries = _loop(draw, num_sampled, draw(num_sampled))
+        return cands, torch.tensor(tries, device=cands.device)
+    x = draw(plan.block)
+    cands, seen = first_distinct(x.view(1, -1), num_sampled)
+    if check_block(seen[:, -1] < num_sampled, f"{plan.block} draws"):
+        cands_, tries = _loop(draw, num_sampled, x)
+        return cands_, torch.tensor(tries, device=x.device)
+    return cands[0], block_tries(seen, num_sampled)[0]
 
 
 def first_occurrences(x: torch.Tensor) -> torch.Tensor:
@@ -35,135 +105,83 @@ def first_occurrences(x: torch.Tensor) -> torch.Tensor:
     return torch.sort(torch.masked_select(order, head)).values
 
 
-class UniquePlan(NamedTuple):
-    """How to draw without replacement over ``[0, range_max)``.
-
-    Attributes:
-        block: the number of draws per block, enough for ``S`` distinct ones almost always.
-        quick: draw exactly ``S`` first (when a repeat among them is unlikely).
-        range_max: the number of ids.
-    """
-
-    block: int
-    quick: bool
-    range_max: int
-
-
-def draw_unique(draw: Draw, num_sampled: int, plan: UniquePlan) -> tuple[torch.Tensor, int]:
-    """TensorFlow's rejection loop: the first ``num_sampled`` distinct draws and ``num_tries``.
-
-    Draws come in blocks; the first ``S`` distinct values of the stream, in first-seen order,
-    and the position of the last of them are the loop's result whatever the block sizes
-    (larger blocks waste draws, smaller ones need more rounds). First occurrences are found
-    with a per-thread scratch table of ``range_max`` positions (``scatter_reduce`` min, no
-    sort), reset after use; above ``2²⁴`` ids, with a stable sort instead.
-    """
-    if plan.range_max > SCRATCH_LIMIT:
-        return _draw_unique_sorting(draw, num_sampled, plan)
-    blocks: list[torch.Tensor] = []
-    seen: torch.Tensor | None = None
-    found: list[torch.Tensor] = []
-    have, tries = 0, 0
-    size = num_sampled if plan.quick else min(max(plan.block, num_sampled), _MAX_BLOCK)
-    try:
-        while True:
-            if tries + size >= _EMPTY:
-                raise RuntimeError(f"unique sampling needed more than {_EMPTY} draws")
-            x = draw(size)
-            blocks.append(x)
-            seen = _scratch(plan.range_max, x.device) if seen is None else seen
-            position = torch.arange(tries, tries + size, dtype=torch.int32, device=x.device)
-            seen.scatter_reduce_(0, x, position, "amin")
-            first = torch.nonzero(seen.index_select(0, x) == position).flatten()
-            need = num_sampled - have
-            if first.numel() >= need:
-                if need == size and not found:
-                    return x, size
-                found.append(x.index_select(0, first[:need]))
-                return torch.cat(found), tries + int(first[need - 1]) + 1
-            found.append(x.index_select(0, first))
-            have, tries = have + first.numel(), tries + size
-            size = _next_block(plan.block, size, first.numel(), num_sampled - have)
-    finally:
-        if seen is not None:
-            for x in blocks:
-                seen.index_fill_(0, x, _EMPTY)
-
-
-def _next_block(planned: int, size: int, fresh: int, need: int) -> int:
-    """The next block after one of ``size`` draws gave ``fresh`` new ids and ``need`` remain.
-
-    New ids only get rarer, so 1.5x the rate seen so far is a floor; a function of the draws
-    alone, so seeded runs stay reproducible.
-    """
-    if fresh == 0:
-        return min(max(planned, 16 * size), _MAX_BLOCK)
-    return min(max(planned, math.ceil(1.5 * need * size / fresh) + 16), _MAX_BLOCK)
-
-
-def _scratch(range_max: int, device: torch.device) -> torch.Tensor:
-    """This thread's int32 table of ``range_max`` entries set to ``_EMPTY`` (last four kept)."""
-    tables: dict[tuple[int, torch.device], torch.Tensor] = _SCRATCH.__dict__.setdefault(
-        "tables", {}
-    )
-    key = (range_max, device)
-    table = tables.pop(key, None)
-    if table is None:
-        table = torch.full((range_max,), _EMPTY, dtype=torch.int32, device=device)
-    tables[key] = table
-    while len(tables) > 4:
-        del tables[next(iter(tables))]
-    return table
-
-
-def _draw_unique_sorting(
-    draw: Draw, num_sampled: int, plan: UniquePlan
-) -> tuple[torch.Tensor, int]:
-    """``draw_unique`` with first occurrences found by a stable sort (for huge ranges)."""
-    block = min(max(plan.block, num_sampled), max(_MAX_BLOCK, num_sampled))
-    x = draw(block)
+def _loop(draw: Draw, num_sampled: int, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The stream continued after the block ``x`` until ``S`` distinct ids (reads the device)."""
     first = first_occurrences(x)
     if first.numel() >= num_sampled:
         pos = first[:num_sampled]
         return x.index_select(0, pos), int(pos[-1]) + 1
-    found, tries = x.index_select(0, first), x.numel()
+    found, tries, block = x.index_select(0, first), x.numel(), max(x.numel(), 16)
     while True:
-        x = draw(block)
-        first = first_occurrences(x)
-        fresh = ~torch.isin(x.index_select(0, first), found)
-        first = first[fresh]
+        if tries + block >= _MAX_TRIES:
+            raise RuntimeError(f"unique sampling needed more than {_MAX_TRIES} draws")
+        y = draw(block)
+        first = first_occurrences(y)
+        first = first[~torch.isin(y.index_select(0, first), found)]
         need = num_sampled - found.numel()
         if first.numel() >= need:
             pos = first[:need]
-            return torch.cat((found, x.index_select(0, pos))), tries + int(pos[-1]) + 1
-        found, tries = torch.cat((found, x.index_select(0, first))), tries + block
+            return torch.cat((found, y.index_select(0, pos))), tries + int(pos[-1]) + 1
+        found, tries = torch.cat((found, y.index_select(0, first))), tries + block
+        block = min(2 * block, _MAX_LOOP_BLOCK)
 
 
 def unique_plan(
-    p: torch.Tensor, count: torch.Tensor, num_sampled: int, range_max: int
+    p: Sequence[float], count: Sequence[float], num_sampled: int, range_max: int
 ) -> UniquePlan:
-    """Plan unique sampling from the distribution, summarised as bins of ``count[j]`` ids of
-    probability ``p[j]`` (float64).
+    r"""Plan unique sampling from the distribution, summarised as bins of ``count[j]`` ids of
+    probability ``p[j]`` (ids of probability 0 left out). Python floats, so that planning
+    reads no tensor (a learned sampler plans again as it learns).
 
-    ``E[distinct in N draws] = Σ count·(1 − (1 − p)^N)``: the block solves it for ``S`` and adds
-    four standard deviations; the quick first try is taken when ``S`` draws are expected to
-    repeat less than 0.1 times. Deterministic, so seeded draws stay reproducible.
+    With ``D_N`` the number of distinct ids in ``N`` draws, ``P(D_N < S)`` is bounded by
+
+    * the union bound over the sets of ``S − 1`` ids that could hold all draws:
+      ``P ≤ binom(K, S − 1)·m^N``, with ``K`` the drawable ids and ``m`` the mass of the
+      ``S − 1`` likeliest (taken 5 % higher, since bins may be estimates);
+    * Chernoff's lower tail (the indicators "id ``k`` drawn" are negatively associated):
+      ``P ≤ exp(−(μ − S + 1)² / 2μ)`` with ``μ = E[D_N] = Σ count·(1 − (1 − p)^N)``.
+
+    The block is the smallest ``N`` (1.1× for the Chernoff one) with either bound
+    ``≤ 2⁻⁶⁴``, if that is at most ``2²²``. Deterministic, so seeded draws stay reproducible.
     """
-    log_miss = torch.log1p(-p)
+    bins = [(pj, cj) for pj, cj in zip(p, count, strict=True) if pj > 0 and cj > 0]
+    block = min(_union_block(bins, num_sampled), _chernoff_block(bins, num_sampled),
+                MAX_BLOCK + 1)
+    return UniquePlan(max(int(block), num_sampled) if block <= MAX_BLOCK else None, range_max)
+
+
+def _union_block(bins: list[tuple[float, float]], num_sampled: int) -> float:
+    """The smallest ``N`` with ``binom(K, S − 1)·m^N ≤ 2⁻⁶⁴`` (inf if none)."""
+    if num_sampled <= 1:
+        return num_sampled
+    s = num_sampled - 1
+    top, left = 0.0, float(s)
+    for pj, cj in sorted(bins, reverse=True):
+        taken = min(cj, left)
+        top, left = top + pj * taken, left - taken
+    top = min(1.05 * top, 1.0)
+    k = sum(cj for _, cj in bins)
+    if top >= 1.0 or k < num_sampled:
+        return math.inf
+    log_binom = math.lgamma(k + 1) - math.lgamma(s + 1) - math.lgamma(k - s + 1)
+    return math.ceil((LOG_FAILURE + log_binom) / -math.log(top))
+
+
+def _chernoff_block(bins: list[tuple[float, float]], num_sampled: int) -> float:
+    """The smallest ``N`` (×1.1) with ``exp(−(μ − S + 1)² / 2μ) ≤ 2⁻⁶⁴`` (inf if none)."""
+    log_miss = [(math.log1p(-pj) if pj < 1 else -math.inf, cj) for pj, cj in bins]
+    s, big_l = num_sampled - 1, LOG_FAILURE
+    target = s + big_l + math.sqrt(big_l * big_l + 2 * big_l * s)  # μ solving the bound
 
     def distinct(n: float) -> float:
-        return float((count * -torch.expm1(n * log_miss)).sum())
+        return sum(cj * -math.expm1(n * lm) for lm, cj in log_miss)
 
-    target = num_sampled - 0.5
-    lo, hi = float(num_sampled), float(num_sampled)
-    while distinct(hi) < target and hi < 2.0**40:
+    if distinct(float(MAX_BLOCK)) < target:
+        return math.inf
+    lo, hi = 0.0, float(num_sampled)
+    while distinct(hi) < target:
         lo, hi = hi, hi * 2
-    for _ in range(40):
+    for _ in range(30):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if distinct(mid) < target else (lo, mid)
-    q = torch.exp(hi * log_miss)
-    var = float((count * q * (1 - q)).sum())
-    slope = float((count * q * -log_miss).sum())
-    sigma = math.sqrt(var) / slope if slope > 0 else hi
-    quick = num_sampled - distinct(num_sampled) < 0.1
-    return UniquePlan(math.ceil(hi + 4 * sigma) + 8, quick, range_max)
+    return math.ceil(1.1 * hi)
