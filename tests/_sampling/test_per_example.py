@@ -20,6 +20,7 @@ from torchnce._sampled.fused import Workspace, sampled_loss_grads
 from torchnce._sampled.problem import prepare
 from torchnce._sampled.spec import SPECS
 from torchnce._sampling import per_example as _per_example
+from torchnce._sampling.draw import SeedStream
 
 LOSSES = {
     "nce": torchnce.nce_loss,
@@ -221,10 +222,10 @@ def default_args(dtype=torch.float64):
 
 @pytest.mark.parametrize("loss", ["nce", "softmax", "neg"])
 def test_default_per_example_sampler_is_log_uniform_rows(loss):
-    # per_example_negatives=True with seed s draws log_uniform_rows with a generator seeded s.
+    # per_example_negatives=True with seed s draws log_uniform_rows from the stream of seed s.
     w, b, labels, x = default_args()
     implicit = LOSSES[loss](w, b, labels, x, S, C, 2, seed=11, per_example_negatives=True)
-    values = _per_example.log_uniform_rows(labels, S, C, torch.Generator().manual_seed(11))
+    values = _per_example.log_uniform_rows(labels, S, C, SeedStream(11))
     explicit = LOSSES[loss](w, b, labels, x, S, C, 2, values)
     torch.testing.assert_close(implicit, explicit)
     assert values.sampled_candidates.shape == (B, S)

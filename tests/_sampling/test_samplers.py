@@ -297,7 +297,7 @@ def test_unique_matches_rejection_loop(kind, path, monkeypatch):
         monkeypatch.setattr(torchnce._common.checks, "HOST_READS_ON_CPU", False)
     if path == "loop":
         monkeypatch.setattr(torchnce._sampling.unique, "MAX_BLOCK", 0)
-        torchnce._sampling.closed_form.log_uniform_plan.cache_clear()
+        torchnce._sampling.closed_form._log_uniform_plan.cache_clear()
     sampler, range_max, num_sampled, trials = make(kind, 12), 12, 6, 3000
     p32 = sampler.probability(torch.arange(range_max)).numpy()
     p = p32.astype(np.float64) / p32.astype(np.float64).sum()
@@ -864,3 +864,20 @@ def test_fixed_unigram_weight_below_the_alias_resolution_is_not_drawable():
         torchnce.fixed_unigram_candidate_sampler(torch.tensor([[1]]), 1, 3, True, 3,
                                                  unigrams=[1.0, 1.0, 1e-30])
     assert sorted(sampler.sample(torch.tensor([[1]]), 2, generator=gen())[0].tolist()) == [0, 1]
+
+
+def test_the_seed_stream_is_uniform():
+    # seed='s stream (SplitMix64 of a counter): 64 equal buckets of u and of its lowest
+    # mantissa bits, chi-squared; two seeds give different streams; a stream continues.
+    from torchnce._sampling.draw import SeedStream
+
+    u = SeedStream(7).rand(200_000, torch.device("cpu"))
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    high = torch.bincount((u * 64).long(), minlength=64).double()
+    low = torch.bincount((u * 2.0**53).long() % 64, minlength=64).double()
+    assert stats.chisquare(high).pvalue > 1e-4
+    assert stats.chisquare(low).pvalue > 1e-4
+    assert not torch.equal(SeedStream(8).rand(10, u.device), u[:10])
+    stream = SeedStream(7)
+    parts = torch.cat((stream.rand(3, u.device), stream.rand(7, u.device)))
+    assert torch.equal(parts, u[:10])

@@ -34,8 +34,10 @@ ARGS: dict[str, str] = {
                       "scored against its own ``S`` candidates.",
     "partition_strategy": "``\"mod\"`` or ``\"div\"``, the shard layout of weights and biases.",
     "name": "accepted for TensorFlow compatibility and ignored.",
-    "seed": "seed of the default sampler; the same seed draws the same candidates.",
-    "generator": "a ``torch.Generator`` for the default sampler (exclusive with ``seed``).",
+    "seed": "seed of the default sampler; the same seed draws the same candidates, eager and "
+            "under ``torch.compile`` (a counter-based stream, docs/gpu-and-compile.md).",
+    "generator": "a ``torch.Generator`` for the default sampler (exclusive with ``seed``); "
+                 "torch 2.13's ``torch.compile`` cannot trace it (``fullgraph=True`` fails).",
     "sparse_grad": "sparse gradients for weights and biases over the looked-up rows only "
                    "(TensorFlow's IndexedSlices); works with ``torch.optim.SGD``, "
                    "``Adagrad`` and ``SparseAdam``.",

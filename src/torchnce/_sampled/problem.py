@@ -29,7 +29,7 @@ from torchnce._common.lookup import as_shards, check_layout
 from torchnce._common.types import STRATEGIES, SampledValues
 from torchnce._sampled.hits import hit_mask
 from torchnce._sampling.closed_form import log_uniform_values
-from torchnce._sampling.draw import resolve_generator
+from torchnce._sampling.draw import Rng, resolve_generator
 from torchnce._sampling.per_example import log_uniform_rows
 
 
@@ -190,7 +190,7 @@ def default_sample(
     num_sampled: int,
     num_classes: int,
     per_example: bool,
-    generator: torch.Generator | None,
+    generator: Rng | None,
 ) -> SampledValues:
     """The log-uniform unique sample, for the batch or for every row (validated labels)."""
     if num_sampled > num_classes:

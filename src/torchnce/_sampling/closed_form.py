@@ -12,13 +12,21 @@ import math
 import torch
 
 from torchnce._common.types import SampledValues
-from torchnce._sampling.draw import f32, gather, sample_values, true_divide_, uniform_ints
+from torchnce._sampling.draw import (
+    Rng,
+    f32,
+    gather,
+    sample_values,
+    true_divide_,
+    uniform_doubles,
+    uniform_ints,
+)
 from torchnce._sampling.unique import Draw, UniquePlan, unique_plan
 
 _TABLE_LIMIT = 1 << 21
 
 
-def uniform_draw(range_max: int, generator: torch.Generator | None, device: torch.device) -> Draw:
+def uniform_draw(range_max: int, generator: Rng | None, device: torch.device) -> Draw:
     """``n ↦`` ``n`` ids uniform on ``[0, range_max)``."""
     return lambda n: uniform_ints(n, range_max, generator, device)
 
@@ -33,14 +41,20 @@ def uniform_p(range_max: int) -> float:
     return f32(1.0 / range_max)
 
 
-@functools.lru_cache(maxsize=256)
+@torch._dynamo.assume_constant_result  # type: ignore[untyped-decorator]
 def uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
-    """The unique-sampling plan of the uniform distribution (see ``unique_plan``)."""
+    """The unique-sampling plan of the uniform distribution (see ``unique_plan``); under
+    ``torch.compile`` a constant computed at trace time."""
+    return _uniform_plan(range_max, num_sampled)
+
+
+@functools.lru_cache(maxsize=256)
+def _uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
     return unique_plan([1.0 / range_max], [float(range_max)], num_sampled, range_max)
 
 
 def log_uniform_draw(
-    range_max: int, generator: torch.Generator | None, device: torch.device
+    range_max: int, generator: Rng | None, device: torch.device
 ) -> Draw:
     """``n ↦`` ``n`` log-uniform ids ``⌊exp(u·log1p(range_max))⌋ − 1`` for uniform ``u``.
 
@@ -50,7 +64,7 @@ def log_uniform_draw(
     log_range = math.log1p(range_max)
 
     def draw(n: int) -> torch.Tensor:
-        u = torch.rand(n, dtype=torch.float64, generator=generator, device=device)
+        u = uniform_doubles(n, generator, device)
         # ⌊expm1(x)⌋ = ⌊exp(x)⌋ − 1 but for rounding at integers (probability ~2⁻⁵²); expm1
         # also avoids exp's kernel, which goes parallel at ~500 elements and then stalls
         # for milliseconds on a busy CPU.
@@ -62,9 +76,10 @@ def log_uniform_draw(
 def log_uniform_probability(ids: torch.Tensor, range_max: int) -> torch.Tensor:
     """``P(k) = fl32(log((k + 2) / (k + 1)) / log1p(range_max))``, all in double.
 
-    Read from a cached table when ``range_max <= 2²¹`` (at most 8 MiB, last four ranges).
+    Read from a cached table when ``range_max <= 2²¹`` (at most 8 MiB, last four ranges),
+    except under ``torch.compile``, where the table would be rebuilt in every graph call.
     """
-    if range_max <= _TABLE_LIMIT:
+    if range_max <= _TABLE_LIMIT and not torch.compiler.is_compiling():
         return gather(_log_uniform_table(range_max, ids.device), ids)
     return _log_uniform_formula(ids, range_max)
 
@@ -82,9 +97,15 @@ def _log_uniform_table(range_max: int, device: torch.device) -> torch.Tensor:
     return _log_uniform_formula(torch.arange(range_max, device=device), range_max)
 
 
-@functools.lru_cache(maxsize=256)
+@torch._dynamo.assume_constant_result  # type: ignore[untyped-decorator]
 def log_uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
-    """The unique-sampling plan of the log-uniform law, from ~700 bins of nearly equal P."""
+    """The unique-sampling plan of the log-uniform law, from ~700 bins of nearly equal P;
+    under ``torch.compile`` a constant computed at trace time."""
+    return _log_uniform_plan(range_max, num_sampled)
+
+
+@functools.lru_cache(maxsize=256)
+def _log_uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
     edges = sorted({min(range_max, round(1.02**j)) for j in range(2000)} | {0, range_max})
     edges = [e for e in edges if e <= range_max]
     lo = torch.tensor(edges[:-1], dtype=torch.float64)
@@ -99,7 +120,7 @@ def uniform_values(
     num_sampled: int,
     unique: bool,
     range_max: int,
-    generator: torch.Generator | None,
+    generator: Rng | None,
 ) -> SampledValues:
     """The uniform sampler's draw and expected counts (validated arguments)."""
     return sample_values(
@@ -117,7 +138,7 @@ def log_uniform_values(
     num_sampled: int,
     unique: bool,
     range_max: int,
-    generator: torch.Generator | None,
+    generator: Rng | None,
 ) -> SampledValues:
     """The log-uniform sampler's draw and expected counts (validated arguments)."""
     return sample_values(

@@ -38,13 +38,57 @@ UNIGRAM_RANGE_LIMIT = 2**31 - 1  # TensorFlow's bound on range_max for unigram s
 _SEARCH_CHUNK = 200  # torch.searchsorted's parallel grain size
 
 
+_GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment and multipliers
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _signed(c: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits."""
+    c &= 0xFFFF_FFFF_FFFF_FFFF
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def _shift_right(z: torch.Tensor, k: int) -> torch.Tensor:
+    """The logical right shift of int64 bits (torch's ``>>`` is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+class SeedStream:
+    """The random stream of ``seed=``: SplitMix64 (Steele et al. 2014) of a counter, in int64
+    tensor ops (wrapping products), so that ``torch.compile`` traces it: torch 2.13's dynamo
+    cannot trace a random op given an explicit ``torch.Generator``. Each call of ``rand``
+    continues the stream, so a seeded call draws the same ids eager and compiled."""
+
+    def __init__(self, seed: int) -> None:
+        self.start = _signed(seed * _GOLDEN)
+        self.offset = 0
+
+    def rand(self, n: int, device: torch.device) -> torch.Tensor:
+        """``n`` float64 uniforms on ``[0, 1)`` with 53 random bits each."""
+        z = torch.arange(self.offset + 1, self.offset + n + 1, dtype=torch.int64, device=device)
+        self.offset += n
+        z = z * _signed(_GOLDEN) + self.start
+        z = (z ^ _shift_right(z, 30)) * _signed(_MIX1)
+        z = (z ^ _shift_right(z, 27)) * _signed(_MIX2)
+        z = z ^ _shift_right(z, 31)
+        return _shift_right(z, 11).double() * 2.0**-53
+
+
+Rng = torch.Generator | SeedStream
+
+
+def uniform_doubles(n: int, rng: Rng | None, device: torch.device) -> torch.Tensor:
+    """``n`` float64 uniforms on ``[0, 1)`` from ``rng`` (None: torch's default generator)."""
+    if isinstance(rng, SeedStream):
+        return rng.rand(n, device)
+    return torch.rand(n, dtype=torch.float64, generator=rng, device=device)
+
+
 def resolve_generator(
     seed: int | None, generator: torch.Generator | None, device: torch.device
-) -> torch.Generator | None:
-    """Return the generator to draw with: ``generator``, a fresh one seeded with ``seed``, or None.
-
-    None means torch's default generator for ``device`` (seeded by ``torch.manual_seed``).
-    """
+) -> Rng | None:
+    """Return the stream to draw from: ``generator``, a :class:`SeedStream` of ``seed``, or
+    None (torch's default generator for ``device``, seeded by ``torch.manual_seed``)."""
     if generator is not None:
         if seed is not None:
             raise ValueError(
@@ -61,10 +105,7 @@ def resolve_generator(
         return generator
     if seed is None:
         return None
-    seed = check_int("seed", seed)
-    fresh = torch.Generator(device=device)
-    fresh.manual_seed(seed & 0xFFFF_FFFF_FFFF_FFFF)
-    return fresh
+    return SeedStream(check_int("seed", seed))
 
 
 def check_true_classes(
@@ -145,7 +186,7 @@ def check_ids(ids: object, range_max: int) -> torch.Tensor:
 
 
 def uniform_ints(
-    n: int, upper: int, generator: torch.Generator | None, device: torch.device
+    n: int, upper: int, generator: Rng | None, device: torch.device
 ) -> torch.Tensor:
     """Return ``n`` int64 ids uniform on ``[0, upper)``.
 
@@ -153,7 +194,7 @@ def uniform_ints(
     a relative ``upper·2⁻⁵³`` (``torch.randint`` reduces 32-bit words modulo ``upper``, which
     biases ids by up to ``upper·2⁻³²``).
     """
-    u = torch.rand(n, dtype=torch.float64, generator=generator, device=device)
+    u = uniform_doubles(n, generator, device)
     return u.mul_(upper).to(torch.int64).clamp_(max=upper - 1)
 
 

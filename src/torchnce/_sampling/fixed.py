@@ -12,6 +12,7 @@ import torch
 from torchnce._common.checks import check_int, range_too_small
 from torchnce._common.types import SampledValues
 from torchnce._sampling.draw import (
+    Rng,
     check_ids,
     check_range_max,
     check_same_device,
@@ -124,7 +125,7 @@ class FixedUnigramSampler(CandidateSampler):
         return gather(self.probs, ids.to(self.probs.device))
 
     def _sample(
-        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
+        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: Rng | None
     ) -> SampledValues:
         if unique and num_sampled > self._drawable:
             raise range_too_small(num_sampled, "the number of classes the sampler can draw"

@@ -17,6 +17,7 @@ import torch
 from torchnce._common.types import SampledValues
 from torchnce._sampling.draw import (
     UNIGRAM_RANGE_LIMIT,
+    Rng,
     check_ids,
     check_range_max,
     check_same_device,
@@ -101,7 +102,7 @@ class LearnedUnigramSampler(CandidateSampler):
         return p.div_(self._total_dev.float())  # fl32(W), a true division on every device
 
     def _sample(
-        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
+        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: Rng | None
     ) -> SampledValues:
         check_same_device("true_classes", tc, self.counts)
         block = lambda: self._plan(num_sampled)  # noqa: E731
@@ -109,7 +110,7 @@ class LearnedUnigramSampler(CandidateSampler):
         self._update(tc.reshape(-1))
         return values
 
-    def _draw(self, gen: torch.Generator | None) -> Draw:
+    def _draw(self, gen: Rng | None) -> Draw:
         static, recent = self.range_max + self._base_total, self._recent_len
 
         def draw(n: int) -> torch.Tensor:

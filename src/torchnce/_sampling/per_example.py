@@ -22,7 +22,7 @@ from torchnce._sampling.closed_form import (
     log_uniform_probability,
     uniform_plan,
 )
-from torchnce._sampling.draw import Probability
+from torchnce._sampling.draw import Probability, Rng
 from torchnce._sampling.samplers import (
     AllCandidateSampler,
     CandidateSampler,
@@ -30,7 +30,7 @@ from torchnce._sampling.samplers import (
     UniformSampler,
     all_values,
 )
-from torchnce._sampling.unique import Draw, block_tries, check_block, first_distinct
+from torchnce._sampling.unique import Draw, UniquePlan, block_tries, check_block, first_distinct
 
 _MAX_BLOCK = 1 << 16  # most draws per row in one block
 _MAX_TRIES = 1 << 22  # most draws per row before giving up (too few drawable classes)
@@ -105,7 +105,7 @@ def rows_values(
 
 
 def log_uniform_rows(
-    labels: torch.Tensor, num_sampled: int, range_max: int, generator: torch.Generator | None
+    labels: torch.Tensor, num_sampled: int, range_max: int, generator: Rng | None
 ) -> SampledValues:
     """The default sampler per row: log-uniform over ``[0, range_max)``, unique per row."""
     return rows_values(
@@ -117,12 +117,16 @@ def log_uniform_rows(
     )
 
 
+def _block(plan: UniquePlan) -> int | None:
+    return plan.block
+
+
 def _sampler_block(sampler: CandidateSampler, num_sampled: int) -> int | None:
     """The fixed block of draws per row from the sampler's plan (None: none, or not ours)."""
     if isinstance(sampler, UniformSampler):
-        return uniform_plan(sampler.range_max, num_sampled).block
+        return _block(uniform_plan(sampler.range_max, num_sampled))
     if isinstance(sampler, LogUniformSampler):
-        return log_uniform_plan(sampler.range_max, num_sampled).block
+        return _block(log_uniform_plan(sampler.range_max, num_sampled))
     plan = getattr(sampler, "_plan", None)
     return plan(num_sampled).block if callable(plan) else None
 

@@ -22,6 +22,7 @@ from torchnce._sampling.closed_form import (
     uniform_values,
 )
 from torchnce._sampling.draw import (
+    Rng,
     check_ids,
     check_num_sampled,
     check_range_max,
@@ -118,7 +119,7 @@ class CandidateSampler(torch.nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def _sample(
-        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
+        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: Rng | None
     ) -> SampledValues:
         """Draw from validated arguments; shared with the TensorFlow-named functions."""
 
@@ -179,7 +180,7 @@ class UniformSampler(CandidateSampler):
         return uniform_probability(ids, self.range_max)
 
     def _sample(
-        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
+        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: Rng | None
     ) -> SampledValues:
         return uniform_values(tc, num_sampled, unique, self.range_max, gen)
 
@@ -214,7 +215,7 @@ class LogUniformSampler(CandidateSampler):
         return log_uniform_probability(ids, self.range_max)
 
     def _sample(
-        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
+        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: Rng | None
     ) -> SampledValues:
         return log_uniform_values(tc, num_sampled, unique, self.range_max, gen)
 
@@ -242,7 +243,7 @@ class AllCandidateSampler(CandidateSampler):
         )
 
     def _sample(
-        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: torch.Generator | None
+        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: Rng | None
     ) -> SampledValues:
         return all_values(tc, num_sampled)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from torchnce._sampling.draw import Rng, uniform_doubles
 from torchnce._sampling.unique import Draw
 
 _F32_MIN_ULP = 2.0**-149
@@ -221,13 +222,13 @@ def alias_table(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def alias_draw(
-    threshold: torch.Tensor, alias: torch.Tensor, generator: torch.Generator | None
+    threshold: torch.Tensor, alias: torch.Tensor, generator: Rng | None
 ) -> Draw:
     """``n ↦`` ``n`` ids from an alias table (one uniform double per id)."""
     size = threshold.numel()
 
     def draw(n: int) -> torch.Tensor:
-        u = torch.rand(n, dtype=torch.float64, generator=generator, device=threshold.device)
+        u = uniform_doubles(n, generator, threshold.device)
         column = u.mul_(size).to(torch.int64).clamp_(max=size - 1)
         keep = u < threshold.index_select(0, column)
         return torch.where(keep, column, alias.index_select(0, column))

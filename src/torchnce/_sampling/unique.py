@@ -56,8 +56,8 @@ def first_distinct(x: torch.Tensor, num_sampled: int) -> tuple[torch.Tensor, tor
     (``[R, S]``, padded with 0 where a row has fewer) and its count of distinct ids up to and
     including position ``n`` (``[R, N]``, int64). Fixed shapes: a stable sort, no read."""
     sorted_x, order = torch.sort(x, dim=1, stable=True)
-    head = torch.ones_like(sorted_x, dtype=torch.bool)
-    torch.ne(sorted_x[:, 1:], sorted_x[:, :-1], out=head[:, 1:])
+    head = torch.cat((torch.ones_like(sorted_x[:, :1], dtype=torch.bool),
+                      sorted_x[:, 1:] != sorted_x[:, :-1]), dim=1)
     first = torch.zeros_like(head).scatter_(1, order, head)
     seen = first.cumsum(dim=1)
     slot = torch.where(first & (seen <= num_sampled), seen - 1, num_sampled)
