@@ -316,3 +316,22 @@ def test_keep_freed_memory_takes_effect_on_linux_glibc():
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc's mallopt")
     assert keep_freed_memory() is True
+
+
+@pytest.mark.parametrize("value, message", [("1.5", "must be a whole number >= 2"),
+                                            ("1", "must be a whole number >= 2"),
+                                            ("many", "must be a whole number")])
+def test_bench_classes_must_be_whole_numbers(value, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--classes", value])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_says_what_it_measured_and_accepts_1e3(tmp_path, capsys):
+    status = main(["bench", "--classes", "1e3", "--batch-size", "8", "--dim", "4",
+                   "--num-sampled", "4", "--repeats", "1", "--no-tensorflow",
+                   "--out", str(tmp_path / "bench.png")])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "median of 1" in out and "sparse gradients" in out and "1,000" in out

@@ -30,8 +30,8 @@ def add_bench_parser(sub: Any) -> None:
                        description="Time one training step: full softmax, sampled softmax, "
                                    "NCE (and TensorFlow's nce_loss when installed).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--classes", type=float, nargs="+", default=[1e4, 1e5, 1e6],
-                   help="numbers of classes C")
+    p.add_argument("--classes", type=_count, nargs="+", default=[10_000, 100_000, 1_000_000],
+                   help="numbers of classes C (1e6 is accepted)")
     p.add_argument("--batch-size", type=int, default=512, help="B")
     p.add_argument("--dim", type=int, default=128, help="D")
     p.add_argument("--num-sampled", type=int, default=256, help="S")
@@ -39,6 +39,17 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--no-tensorflow", action="store_true", help="skip TensorFlow even if found")
     p.add_argument("--out", type=Path, default=Path("bench.png"), help="plot file")
     p.set_defaults(run=run_bench)
+
+
+def _count(text: str) -> int:
+    """A number of classes: an integer >= 2, written as 1000000 or 1e6."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text}") from None
+    if not (value.is_integer() and value >= 2):
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 2, got {text}")
+    return int(value)
 
 
 def _data(classes: int, batch: int, dim: int) -> dict[str, torch.Tensor]:
@@ -79,9 +90,22 @@ def sampled_step(loss_fn: Any) -> Callable[[dict[str, torch.Tensor], int], Step]
     return make
 
 
-def tensorflow_step(data: dict[str, torch.Tensor], num_sampled: int) -> Step:
+def _import_tensorflow() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     import tensorflow as tf  # type: ignore[import-untyped]
+
+    return tf
+
+
+def _measured(args: argparse.Namespace) -> str:
+    """What a figure is: the median of how many steps, the shape, threads, gradients."""
+    return (f"one training step (forward, backward, SGD), median of {args.repeats}; "
+            f"B={args.batch_size}, D={args.dim}, S={args.num_sampled}, "
+            f"{torch.get_num_threads()} threads; sampled losses with sparse gradients")
+
+
+def tensorflow_step(data: dict[str, torch.Tensor], num_sampled: int) -> Step:
+    tf = _import_tensorflow()
 
     w, b = tf.Variable(data["weights"].numpy()), tf.Variable(data["biases"].numpy())
     x, y = tf.constant(data["inputs"].numpy()), tf.constant(data["labels"].numpy())
@@ -114,10 +138,10 @@ def run_bench(args: argparse.Namespace) -> int:
         "sampled softmax": sampled_step(sampled_softmax_loss),
         "nce": sampled_step(nce_loss)}
     if not args.no_tensorflow and importlib.util.find_spec("tensorflow") is not None:
+        _import_tensorflow()  # now, so that its start-up lines come before the table
         makers["tensorflow nce"] = tensorflow_step
-    classes = [int(c) for c in args.classes]
-    print(f"one training step (ms, median of {args.repeats}); B={args.batch_size}, "
-          f"D={args.dim}, S={args.num_sampled}, {torch.get_num_threads()} threads")
+    classes = list(args.classes)
+    print(f"{_measured(args)}, ms")
     print(f"{'classes':>10} " + " ".join(f"{name:>15}" for name in makers))
     table: dict[str, list[float]] = {name: [] for name in makers}
     for c in classes:
@@ -144,7 +168,7 @@ def _plot(path: Path, classes: list[int], table: dict[str, list[float]],
         ax.loglog(classes, times, marker="o", label=name)
     ax.set_xlabel("number of classes")
     ax.set_ylabel("training step (ms)")
-    ax.set_title(f"B={args.batch_size}, D={args.dim}, S={args.num_sampled}")
+    ax.set_title(_measured(args).replace("; ", "\n", 1), fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
