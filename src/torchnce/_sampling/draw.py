@@ -54,20 +54,23 @@ def _shift_right(z: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class SeedStream:
-    """The random stream of ``seed=``: SplitMix64 (Steele et al. 2014) of a counter, in int64
-    tensor ops (wrapping products), so that ``torch.compile`` traces it: torch 2.13's dynamo
+    """The random stream of ``seed=``: SplitMix64's mixer (Steele et al. 2014) of a counter, in
+    int64 tensor ops (wrapping products), so that ``torch.compile`` traces it: torch 2.13's dynamo
     cannot trace a random op given an explicit ``torch.Generator``. Each call of ``rand``
     continues the stream, so a seeded call draws the same ids eager and compiled."""
 
     def __init__(self, seed: int) -> None:
-        self.start = _signed(seed * _GOLDEN)
+        # Never 0, so that the xor below stays (inductor folds ``arange·c + d`` into an index
+        # expression and gets it wrong for 64-bit wrapping values; an xor first avoids that).
+        self.key = _signed((seed * _GOLDEN) ^ 0x5851F42D4C957F2D) | 1
         self.offset = 0
 
     def rand(self, n: int, device: torch.device) -> torch.Tensor:
-        """``n`` float64 uniforms on ``[0, 1)`` with 53 random bits each."""
+        """``n`` float64 uniforms on ``[0, 1)`` with 53 random bits each: SplitMix64's
+        finaliser of ``(counter xor key)·φ``."""
         z = torch.arange(self.offset + 1, self.offset + n + 1, dtype=torch.int64, device=device)
         self.offset += n
-        z = z * _signed(_GOLDEN) + self.start
+        z = (z ^ self.key) * _signed(_GOLDEN)
         z = (z ^ _shift_right(z, 30)) * _signed(_MIX1)
         z = (z ^ _shift_right(z, 27)) * _signed(_MIX2)
         z = z ^ _shift_right(z, 31)
