@@ -7,9 +7,11 @@ Probabilities follow TensorFlow exactly (docs/tf-semantics.md §6.5–§6.6).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from torchnce._common.types import SampledValues
 from torchnce._sampling.draw import (
@@ -77,9 +79,10 @@ def log_uniform_probability(ids: torch.Tensor, range_max: int) -> torch.Tensor:
     """``P(k) = fl32(log((k + 2) / (k + 1)) / log1p(range_max))``, all in double.
 
     Read from a cached table when ``range_max <= 2²¹`` (at most 8 MiB, last four ranges),
-    except under ``torch.compile``, where the table would be rebuilt in every graph call.
+    except under ``torch.compile`` (the table would be rebuilt in every graph call) and for
+    FakeTensors (a cached fake table would outlive its FakeTensorMode).
     """
-    if range_max <= _TABLE_LIMIT and not torch.compiler.is_compiling():
+    if range_max <= _TABLE_LIMIT and not torch.compiler.is_compiling() and not is_fake(ids):
         return gather(_log_uniform_table(range_max, ids.device), ids)
     return _log_uniform_formula(ids, range_max)
 
@@ -106,13 +109,15 @@ def log_uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
 
 @functools.lru_cache(maxsize=256)
 def _log_uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
+    # Python floats, no tensor: planning inside a FakeTensorMode reads no fake value.
     edges = sorted({min(range_max, round(1.02**j)) for j in range(2000)} | {0, range_max})
     edges = [e for e in edges if e <= range_max]
-    lo = torch.tensor(edges[:-1], dtype=torch.float64)
-    hi = torch.tensor(edges[1:], dtype=torch.float64)
-    count = hi - lo
-    mass = torch.log((hi + 1) / (lo + 1)) / math.log1p(range_max)
-    return unique_plan((mass / count).tolist(), count.tolist(), num_sampled, range_max)
+    log_range = math.log1p(range_max)
+    count = [float(hi - lo) for lo, hi in itertools.pairwise(edges)]
+    mass = [math.log((hi + 1) / (lo + 1)) / log_range
+            for lo, hi in itertools.pairwise(edges)]
+    p = [m / c for m, c in zip(mass, count, strict=True)]
+    return unique_plan(p, count, num_sampled, range_max)
 
 
 def uniform_values(

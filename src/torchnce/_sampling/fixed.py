@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import final
 
 import torch
+from torch._guards import detect_fake_mode
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from torchnce._common.checks import check_int, range_too_small
 from torchnce._common.types import SampledValues
@@ -97,6 +99,18 @@ class FixedUnigramSampler(CandidateSampler):
         super().__init__()
         self._config = (distortion, num_reserved_ids, num_shards, shard)
         self.range_max = check_range_max(range_max, unigram=True)
+        # The tables are built from real values even under a FakeTensorMode (which could not
+        # read them), then made fake there.
+        mode = detect_fake_mode()
+        with unset_fake_temporarily():
+            self._build(vocab_file, unigrams)
+        if mode is not None:
+            self._buffers.update({k: mode.from_tensor(v) for k, v in self._buffers.items()
+                                  if v is not None})
+
+    def _build(self, vocab_file: str | os.PathLike[str],
+               unigrams: torch.Tensor | Sequence[float]) -> None:
+        distortion, num_reserved_ids, num_shards, shard = self._config
         weights = _fixed_weights(
             vocab_file, distortion, num_reserved_ids, num_shards, shard, unigrams
         )

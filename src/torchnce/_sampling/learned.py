@@ -81,7 +81,7 @@ class LearnedUnigramSampler(CandidateSampler):
         self.register_buffer("_total_dev", torch.zeros((), dtype=torch.int64), persistent=False)
         self._recent_len = 0
         self._fold_at = max(self.range_max, 1 << 20)
-        self._rebuild()
+        self._rebuild(fresh=True)
         self.register_load_state_dict_post_hook(  # type: ignore[no-untyped-call]
             lambda module, keys: module._rebuild()
         )
@@ -151,21 +151,26 @@ class LearnedUnigramSampler(CandidateSampler):
         self._recent = self._recent[:0]
         self._rebuild(check=False)
 
-    def _rebuild(self, *, check: bool = True) -> None:
-        """Recompute what is derived from ``counts`` and the recent classes (four O(C) ops)."""
-        recent = self._recent[: self._recent_len]
-        static = self.counts.long()
-        if recent.numel():
-            static -= torch.bincount(recent, minlength=self.range_max)
-        if check and (self.counts.shape != (self.range_max,) or bool((static < 1).any())):
-            raise ValueError(
-                f"counts must be {self.range_max} integers >= 1 that include every recent"
-                f" class, got shape {tuple(self.counts.shape)}"
-            )
-        self._base_cum = torch.cumsum(static, 0)
-        self._base_total = int(self._base_cum[-1]) - self.range_max
-        if self._base_total == 0:
-            self._base_cum = self._base_cum[:0]
+    def _rebuild(self, *, check: bool = True, fresh: bool = False) -> None:
+        """Recompute what is derived from ``counts`` and the recent classes (four O(C) ops;
+        none for a ``fresh`` sampler, whose counts are all 1: nothing is read, so that one can
+        be built on ``meta`` or under a FakeTensorMode)."""
+        if fresh:
+            self._base_cum, self._base_total = self.counts[:0].long(), 0
+        else:
+            recent = self._recent[: self._recent_len]
+            static = self.counts.long()
+            if recent.numel():
+                static -= torch.bincount(recent, minlength=self.range_max)
+            if check and (self.counts.shape != (self.range_max,) or bool((static < 1).any())):
+                raise ValueError(
+                    f"counts must be {self.range_max} integers >= 1 that include every recent"
+                    f" class, got shape {tuple(self.counts.shape)}"
+                )
+            self._base_cum = torch.cumsum(static, 0)
+            self._base_total = int(self._base_cum[-1]) - self.range_max
+            if self._base_total == 0:
+                self._base_cum = self._base_cum[:0]
         self._total = self.range_max + self._base_total + self._recent_len
         self._total_dev.fill_(self._total)
         if self._total > UNIGRAM_RANGE_LIMIT:
