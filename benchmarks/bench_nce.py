@@ -128,7 +128,9 @@ def torch_seeded_dense_step(
         return torchnce.nce_loss(weights, biases, y, inputs, num_sampled, num_classes,
                                  num_true, seed=0).mean()
 
-    loss_fn = torch.compile(loss_of, fullgraph=True) if compiled else loss_of
+    # dynamic=False: each shape's num_classes stays a constant (dynamo would otherwise make it
+    # symbolic on the second shape, and the unique plan needs it as a number).
+    loss_fn = torch.compile(loss_of, fullgraph=True, dynamic=False) if compiled else loss_of
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)

@@ -120,12 +120,23 @@ def test_an_inductor_build_of_a_seeded_step_equals_eager():
     compiled_equals_eager(step, [w, b, x], backend="inductor", steps=3)
 
 
+def test_a_step_compiles_with_a_dynamic_batch():
+    # dynamic=True: the batch is symbolic (it must not enter a message); num_classes and
+    # num_sampled stay Python constants (the unique plan is a trace-time constant of them).
+    w, b, _ = tensors()
+    step = torch.compile(lambda y, x: torchnce.nce_loss(w, b, y, x, S, C, seed=1).sum(),
+                         fullgraph=True, backend="aot_eager", dynamic=True)
+    for batch in (5, 7):
+        y, x = labels(batch)[:1].expand(batch, 1).contiguous(), torch.randn(batch, D)
+        torch.testing.assert_close(step(y, x), torchnce.nce_loss(w, b, y, x, S, C, seed=1).sum())
+
+
 def test_a_bad_label_fails_the_compiled_step():
     w, b, x = tensors()
     step = torch.compile(lambda y: torchnce.nce_loss(w, b, y, x, S, C, seed=1).sum(),
                          fullgraph=True, backend="aot_eager")
     step(labels(0))
-    with pytest.raises(RuntimeError, match=rf"labels must hold ids in \[0, {C}\)"):
+    with pytest.raises(RuntimeError, match=r"labels must hold ids in \[0, the number of classes\)"):
         step(torch.full((B, 1), C))
 
 

@@ -150,7 +150,10 @@ def _assert_on_device(
     if present:
         names = " and ".join(name for name, _ in present)
         ok = (scalars[0] >= 0) & (scalars[1] < upper)
-        torch._assert_async(ok, f"{names} must hold ids in [0, {upper})")
+        # Under torch.compile the bound may be symbolic (dynamic shapes), which cannot enter a
+        # string: the message names it instead.
+        bound = "the number of classes" if torch.compiler.is_compiling() else upper
+        torch._assert_async(ok, f"{names} must hold ids in [0, {bound})")
     for (name, what, _), flag in zip(counts, flags, strict=True):
         torch._assert_async(torch.logical_not(flag), positive_message(name, what))
 
