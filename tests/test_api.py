@@ -79,7 +79,7 @@ def _docstring(qualified: str) -> str:
 
 
 def _section(doc: str, header: str) -> list[str]:
-    """The lines of the Google-style section ``header`` (e.g. ``Example:``), or ``[]``."""
+    """The lines of the Google-style section ``header`` (e.g. ``Examples:``), or ``[]``."""
     lines = doc.splitlines()
     if header not in lines:
         return []
@@ -127,9 +127,9 @@ def test_docstring_has_summary_line(qualified):
 
 @pytest.mark.parametrize("qualified", PUBLIC)
 def test_docstring_has_example(qualified):
-    example = _section(_docstring(qualified), "Example:")
+    example = _section(_docstring(qualified), "Examples:")
     assert any(line.lstrip().startswith(">>>") for line in example), (
-        f"{qualified} has no 'Example:' section with a '>>>' line"
+        f"{qualified} has no 'Examples:' section with a '>>>' line"
     )
 
 

@@ -244,7 +244,7 @@ def embedding_lookup(
         beyond the dtype's range (``inf`` included) leaves the rows as they are (TensorFlow
         gives NaN for ``inf``).
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> shards = [torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0]])]
         >>> torchnce.embedding_lookup(shards, torch.tensor([2, 1, 0])).flatten().tolist()

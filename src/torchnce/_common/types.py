@@ -31,7 +31,7 @@ class SampledValues(NamedTuple):
         true_expected_count: float32 ``[B, T]``, expected count of each true class in the sample.
         sampled_expected_count: float32 ``[S]``, expected count of each sampled class.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> values = torchnce.SampledValues(torch.tensor([2]), torch.ones(1, 1), torch.ones(1))
         >>> values.sampled_candidates.tolist()

@@ -60,7 +60,7 @@ class StreamingFrequencyEstimator(torch.nn.Module):
         Yi et al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
         Recommendations", RecSys 2019, Algorithm 2.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> estimator = torchnce.StreamingFrequencyEstimator(8, alpha=0.5)
         >>> for batch in ([1, 2], [1], [1, 2], [1, 1]):  # item 1 at every step, 2 every other

@@ -111,7 +111,7 @@ def info_nce_loss(
         2018; Yi et al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
         Recommendations", RecSys 2019.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> q = k = torch.eye(3)  # cosine similarity 1 with its own key, 0 with the others
         >>> torchnce.info_nce_loss(q, k, temperature=1.0, reduction="none")  # log(1 + 2/e)

@@ -92,7 +92,7 @@ def mixed_negatives_loss(
         Yang et al., "Mixed Negative Sampling for Learning Two-tower Neural Networks in
         Recommendations", WWW 2020; Yi et al., RecSys 2019.
 
-    Example:
+    Examples:
         >>> import math, torch, torchnce
         >>> q = k = torch.eye(2)
         >>> n = torch.zeros(2, 2)  # two sampled keys, similarity 0 with every query

@@ -85,7 +85,7 @@ def full_logits(
         under both strategies. This materialises ``[B, C]``; for losses and top-k at large C
         use :func:`nce_eval_loss`, :func:`sampled_softmax_eval_loss` and :func:`top_k`.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> shards = [torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0]])]  # "mod": ids 0, 2 | 1
         >>> torchnce.full_logits(shards, None, torch.ones(1, 1)).tolist()
@@ -207,7 +207,7 @@ def nce_eval_loss(
         sampled once, expected counts 1) and hit removal, ``nce_loss`` equals this loss.
         A row without labels (variable labels) gets ``Σ_c softplus(ℓ_c)``.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> w, b = torch.zeros(4, 2), torch.zeros(4)
         >>> loss = torchnce.nce_eval_loss(w, b, torch.tensor([0]), torch.ones(1, 2), 4)
@@ -277,7 +277,7 @@ def sampled_softmax_eval_loss(
         ``F.linear_cross_entropy``; the class chunks here are faster at large C (see
         benchmarks/results_evaluation.md).
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> w, b = torch.zeros(4, 2), torch.zeros(4)
         >>> loss = torchnce.sampled_softmax_eval_loss(w, b, torch.tensor([0]), torch.ones(1, 2), 4)
@@ -326,7 +326,7 @@ def top_k(
         The scores carry no gradient (use :func:`full_logits` or a lookup of the ids for
         that). Equal logits are returned in no particular order.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> w = torch.tensor([[1.0], [3.0], [2.0]])
         >>> scores, ids = torchnce.top_k(w, None, torch.ones(1, 1), 2)

@@ -65,7 +65,7 @@ class NCELoss(OutputLayer):
         ``1/√D`` truncated at two standard deviations, zero biases (:meth:`reset_parameters`).
         Unlike TensorFlow, evaluation agrees with training under "mod" sharding too.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> _ = torch.manual_seed(0)
         >>> layer = torchnce.NCELoss(100, 8, num_sampled=5)
@@ -125,7 +125,7 @@ class SampledSoftmaxLoss(OutputLayer):
         Initialisation as :class:`NCELoss` (TensorFlow's word2vec: truncated normal with std
         ``1/√D``, zero biases).
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> _ = torch.manual_seed(0)
         >>> layer = torchnce.SampledSoftmaxLoss(100, 8, num_sampled=5, num_shards=2,
@@ -180,7 +180,7 @@ class NegativeSamplingLoss(OutputLayer):
     Raises:
         TypeError, ValueError: as :class:`NCELoss`.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> _ = torch.manual_seed(0)
         >>> layer = torchnce.NegativeSamplingLoss(100, 8, num_sampled=5, bias=False,

@@ -33,7 +33,7 @@ _LIBRARY = "libtorchnce_native.so"
 class NativeStatus(NamedTuple):
     """Whether the native kernels run, and why (or why not).
 
-    Example:
+    Examples:
         >>> import torchnce
         >>> torchnce.NativeStatus(False, "disabled by TORCHNCE_NATIVE=0").available
         False
@@ -134,7 +134,7 @@ def native_available() -> NativeStatus:
     Returns:
         ``NativeStatus(available, reason)``.
 
-    Example:
+    Examples:
         >>> import torchnce
         >>> status = torchnce.native_available()
         >>> isinstance(status.available, bool), isinstance(status.reason, str)

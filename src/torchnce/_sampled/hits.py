@@ -73,7 +73,7 @@ def compute_accidental_hits(
         TypeError: non-integer classes.
         ValueError: ``true_classes`` not ``[B, num_true]`` or ``sampled_candidates`` not 1-D.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> idx, ids, w = torchnce.compute_accidental_hits(
         ...     torch.tensor([[1, 2], [0, 4], [3, 3]]), torch.tensor([3, 1, 3, 0]), num_true=2)

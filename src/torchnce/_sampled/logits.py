@@ -250,7 +250,7 @@ def compute_sampled_logits(
         ``num_sampled`` (TensorFlow fails only when a hit lies beyond position
         ``num_sampled``).
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> w, b = torch.eye(3), torch.zeros(3)
         >>> values = ([2], [[1.0]], [1.0])

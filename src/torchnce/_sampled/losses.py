@@ -85,7 +85,7 @@ def nce_loss(
         Gutmann and Hyvärinen, "Noise-contrastive estimation", AISTATS 2010; Mnih and Teh,
         "A fast and simple algorithm for training neural probabilistic language models", 2012.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> w, b = torch.zeros(4, 2), torch.zeros(4)
         >>> values = ([1, 2], [[1.0]], [1.0, 1.0])
@@ -167,7 +167,7 @@ def sampled_softmax_loss(
         Jean et al., "On using very large target vocabulary for neural machine translation",
         ACL 2015.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> w, b = torch.zeros(4, 2), torch.zeros(4)
         >>> values = ([1, 2], [[1.0]], [1.0, 1.0])
@@ -265,7 +265,7 @@ def negative_sampling_loss(
         negative sampling", arXiv:1410.8251, 2014; Levy and Goldberg, "Neural word embedding as
         implicit matrix factorization", NeurIPS 2014.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> w, b = torch.zeros(4, 2), torch.zeros(4)
         >>> values = ([1, 2], [[0.5]], [0.5, 0.5])  # expected counts are not used

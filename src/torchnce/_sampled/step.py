@@ -38,7 +38,7 @@ class GraphFreeStep:
         weights: the ``[C, D]`` float table (no bias), updated by the caller.
         remove_accidental_hits: as in the public function; None takes its default.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchnce._sampled.step import GraphFreeStep
         >>> step = GraphFreeStep("negative_sampling_loss", torch.zeros(4, 2))

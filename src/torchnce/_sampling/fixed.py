@@ -74,7 +74,7 @@ class FixedUnigramSampler(CandidateSampler):
         and does not count as drawable. The table is rebuilt from the constructor
         arguments, so it is not part of ``state_dict``.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> sampler = torchnce.FixedUnigramSampler(4, unigrams=[1.0, 2.0, 3.0, 4.0])
         >>> sampler.probability(torch.arange(4))

@@ -55,7 +55,7 @@ class LearnedUnigramSampler(CandidateSampler):
         Unlike TensorFlow, whose counts live inside a graph op and are lost on reload, the
         counts are checkpointable. A call rejected by validation leaves them unchanged.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> sampler = torchnce.LearnedUnigramSampler(4)
         >>> _ = sampler.sample(torch.tensor([[3], [3]]), 2, generator=torch.Generator())

@@ -66,7 +66,7 @@ def uniform_candidate_sampler(
             ("Sampler's range is too small"), ids outside ``[0, range_max)`` ("out of range"),
             ``seed`` together with ``generator``.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> out = torchnce.uniform_candidate_sampler(torch.tensor([[1, 2]]), 2, 3, False, 4, seed=0)
         >>> out.true_expected_count  # 3 · 1/4
@@ -120,7 +120,7 @@ def log_uniform_candidate_sampler(
         TypeError: non-integer ``true_classes``.
         ValueError: as ``uniform_candidate_sampler``.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> out = torchnce.log_uniform_candidate_sampler(
         ...     torch.tensor([[0], [3]]), 1, 4, False, 10, seed=1)
@@ -165,7 +165,7 @@ def all_candidate_sampler(
         TypeError: non-integer ``true_classes``.
         ValueError: bad shapes; true classes outside ``[0, num_sampled)`` ("out of range").
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> torchnce.all_candidate_sampler(torch.tensor([[1], [0]]), 1, 3, True).sampled_candidates
         tensor([0, 1, 2])

@@ -51,7 +51,7 @@ class CandidateSampler(torch.nn.Module, abc.ABC):
         dtypes), and learned counts are part of ``state_dict``. The distribution of the draws
         is TensorFlow's; its random stream is not reproduced.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> sampler: torchnce.CandidateSampler = torchnce.UniformSampler(10)
         >>> out = sampler(torch.tensor([[3], [7]]), 4, generator=torch.Generator().manual_seed(0))
@@ -157,7 +157,7 @@ class UniformSampler(CandidateSampler):
     Args:
         range_max: ``C``, the number of classes (up to 2⁶³; 2³² + 1 works).
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> sampler = torchnce.UniformSampler(4)
         >>> sampler.probability(torch.tensor([0, 3]))
@@ -195,7 +195,7 @@ class LogUniformSampler(CandidateSampler):
     Args:
         range_max: ``C``, the number of classes.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> sampler = torchnce.LogUniformSampler(3)
         >>> sampler.probability(torch.tensor([0, 1, 2]))  # log(2)/log(4), log(1.5)/log(4), ...
@@ -227,7 +227,7 @@ class AllCandidateSampler(CandidateSampler):
     The range is ``num_sampled`` itself, so the true classes must lie in ``[0, S)``. Meant for
     tests (the loss then equals the full softmax / full logistic loss, with log Q = 0).
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> torchnce.AllCandidateSampler().sample(torch.tensor([[1, 2]]), 3)
         SampledValues(sampled_candidates=tensor([0, 1, 2]), true_expected_count=tensor([[1., 1.]]), sampled_expected_count=tensor([1., 1., 1.]))

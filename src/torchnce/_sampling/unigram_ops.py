@@ -81,7 +81,7 @@ def learned_unigram_candidate_sampler(
         step); an older one starts again from counts of 1. A call rejected by validation
         leaves the counts unchanged.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> sampler = torchnce.LearnedUnigramSampler(5)
         >>> for _ in range(2):
@@ -161,7 +161,7 @@ def fixed_unigram_candidate_sampler(
         when its modification time changes. Looking up ``unigrams`` in the cache costs
         O(C) per call: for speed, build a ``FixedUnigramSampler`` once and call ``sample``.
 
-    Example:
+    Examples:
         >>> import torch, torchnce
         >>> out = torchnce.fixed_unigram_candidate_sampler(
         ...     torch.tensor([[0, 2]]), 2, 4, False, 3, unigrams=[1.0, 2.0, 5.0], seed=0)

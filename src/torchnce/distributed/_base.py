@@ -40,7 +40,7 @@ class ShardedOutputLayer(nn.Module):
     A concrete class names its loss in ``spec`` and documents the arguments; ``forward``
     validates, draws the shared candidates and calls the sharded core.
 
-    Example:
+    Examples:
         >>> from torchnce.distributed import ShardedNCELoss, ShardedOutputLayer
         >>> issubclass(ShardedNCELoss, ShardedOutputLayer), ShardedNCELoss.spec.name
         (True, 'nce_loss')

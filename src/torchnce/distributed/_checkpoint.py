@@ -48,7 +48,7 @@ def shard_ids(
         TypeError: non-int sizes.
         ValueError: sizes < 1, a rank outside ``[0, P)``, ``P > C``, an unknown strategy.
 
-    Example:
+    Examples:
         >>> from torchnce.distributed import shard_ids
         >>> shard_ids(10, 1, 3, "mod").tolist(), shard_ids(10, 1, 3, "div").tolist()
         ([1, 4, 7], [4, 5, 6])
@@ -115,7 +115,7 @@ def shard_state_dict(
     Raises:
         ValueError: no ``weight``, a bias of another length, bad sizes or strategy.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchnce.distributed import shard_state_dict
         >>> full = {"weight": torch.arange(5.0).view(5, 1), "bias": torch.zeros(5)}
@@ -156,7 +156,7 @@ def gather_state_dict(
     Raises:
         ValueError: no state dicts, shards whose sizes are not the strategy's layout.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchnce.distributed import gather_state_dict
         >>> shards = [{"weight": torch.tensor([[0.0], [2.0]])}, {"weight": torch.tensor([[1.0]])}]

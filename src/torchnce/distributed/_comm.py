@@ -26,7 +26,7 @@ class CollectiveError(RuntimeError):
     Every rank must run the same forward and backward calls; the message names the collective
     and the ranks involved.
 
-    Example:
+    Examples:
         >>> from torchnce.distributed import CollectiveError
         >>> try:
         ...     layer(inputs, labels)  # a peer rank has died  # doctest: +SKIP

@@ -66,7 +66,7 @@ class ShardedNCELoss(ShardedOutputLayer):
         negatives are not supported. Traffic per step and rank:
         ``2(P−1)/P·(S + b·T)·(D + 1)`` values (docs/distributed.md).
 
-    Example:
+    Examples:
         >>> import torch, torch.distributed as dist
         >>> from torchnce.distributed import ShardedNCELoss
         >>> dist.init_process_group("gloo")  # doctest: +SKIP
@@ -114,7 +114,7 @@ class ShardedSampledSoftmaxLoss(ShardedOutputLayer):
         TypeError, ValueError: as :class:`torchnce.SampledSoftmaxLoss`.
         RuntimeError: no initialised process group.
 
-    Example:
+    Examples:
         >>> from torchnce.distributed import ShardedSampledSoftmaxLoss
         >>> layer = ShardedSampledSoftmaxLoss(10**6, 128, 8192, timeout=60)  # doctest: +SKIP
         >>> scores, ids = layer.top_k(inputs, 5)  # doctest: +SKIP
