@@ -273,11 +273,15 @@ def test_module_entry_point_runs(corpus, tmp_path):
     assert "words/s" in result.stdout and "wrote vectors.txt" in result.stdout
 
 
+def bench(tmp_path, classes):
+    """The bench command at a tiny size, without TensorFlow: its exit status."""
+    return main(["bench", "--classes", classes, "--batch-size", "8", "--dim", "4",
+                 "--num-sampled", "4", "--repeats", "1", "--no-tensorflow",
+                 "--out", str(tmp_path / "bench.png")])
+
+
 def test_bench_command_prints_a_table(tmp_path, capsys):
-    status = main(["bench", "--classes", "1000", "--batch-size", "8", "--dim", "4",
-                   "--num-sampled", "4", "--repeats", "1", "--no-tensorflow",
-                   "--out", str(tmp_path / "bench.png")])
-    assert status == 0
+    assert bench(tmp_path, "1000") == 0
     out = capsys.readouterr().out
     assert "full softmax" in out and "1,000" in out
     assert (tmp_path / "bench.png").exists()
@@ -329,9 +333,6 @@ def test_bench_classes_must_be_whole_numbers(value, message, capsys):
 
 
 def test_bench_says_what_it_measured_and_accepts_1e3(tmp_path, capsys):
-    status = main(["bench", "--classes", "1e3", "--batch-size", "8", "--dim", "4",
-                   "--num-sampled", "4", "--repeats", "1", "--no-tensorflow",
-                   "--out", str(tmp_path / "bench.png")])
-    assert status == 0
+    assert bench(tmp_path, "1e3") == 0
     out = capsys.readouterr().out
     assert "median of 1" in out and "sparse gradients" in out and "1,000" in out
