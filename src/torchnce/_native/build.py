@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 SOURCES = tuple(Path(__file__).with_name(name)
-                for name in ("word2vec.cpp", "sampling.cpp", "corpus.cpp"))
+                for name in ("word2vec.cpp", "sampling.cpp", "corpus.cpp", "samplers.cpp",
+                              "sampled.cpp"))
 HEADERS = (Path(__file__).with_name("xoshiro.h"),)
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 _LIBRARY = "libtorchnce_native.so"
