@@ -14,10 +14,10 @@ import torchnce
 PACKAGE = Path(torchnce.__file__).resolve().parent
 ALLOWED = {  # subpackage -> the torchnce subpackages it may import
     "_common": {"_common"},
-    "_sampling": {"_common", "_sampling"},
-    "_sampled": {"_common", "_sampling", "_sampled"},
+    "_sampling": {"_common", "_native", "_sampling"},
+    "_sampled": {"_common", "_native", "_sampling", "_sampled"},
     "_exact": {"_common", "_sampled", "_exact"},
-    "_layers": {"_common", "_sampling", "_sampled", "_exact", "_layers"},
+    "_layers": {"_common", "_native", "_sampling", "_sampled", "_exact", "_layers"},
     "_contrastive": {"_common", "_sampling", "_contrastive"},
     "_native": {"_common", "_native"},
     "distributed": {"_common", "_sampling", "_sampled", "_exact", "_layers", "distributed"},
