@@ -29,6 +29,7 @@ TORCHNCE_ALL = [
     "NCELoss",
     "NativeStatus",
     "NegativeSamplingLoss",
+    "RowUpdate",
     "SampledSoftmaxLoss",
     "SampledValues",
     "StreamingFrequencyEstimator",

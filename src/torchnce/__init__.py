@@ -26,6 +26,7 @@ from torchnce._sampling.unigram_ops import (
 
 # The PyTorch layer: output-layer modules and candidate samplers that own their state.
 from torchnce._layers.modules import NCELoss, NegativeSamplingLoss, SampledSoftmaxLoss
+from torchnce._layers.update import RowUpdate
 from torchnce._sampling.fixed import FixedUnigramSampler
 from torchnce._sampling.learned import LearnedUnigramSampler
 from torchnce._sampling.samplers import (
@@ -76,6 +77,7 @@ __all__ = [
     "NCELoss",
     "NativeStatus",
     "NegativeSamplingLoss",
+    "RowUpdate",
     "SampledSoftmaxLoss",
     "SampledValues",
     "StreamingFrequencyEstimator",

@@ -67,6 +67,10 @@ ARGS: dict[str, str] = {
     "reduction": "``\"mean\"`` (default), ``\"sum\"`` or ``\"none\"`` over the batch.",
     "device": "where to create the parameters (and to move the sampler).",
     "dtype": "their floating dtype.",
+    "update": "a :class:`torchnce.RowUpdate` (``\"sgd\"``, ``\"adagrad\"``, "
+              "``\"rowwise_adagrad\"``) applied to the touched weight and bias rows inside each "
+              "sampled backward (optimizer in backward: no ``weight.grad``/``bias.grad`` is "
+              "built); None (default) leaves the parameters to an optimizer.",
     "layer_per_example_negatives": "draw ``S`` unique candidates for every row independently "
                                    "(each row as the sampler's unique draw for that row "
                                    "alone) instead of once per batch.",

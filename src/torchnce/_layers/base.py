@@ -38,6 +38,7 @@ from torchnce._common.types import (
 )
 from torchnce._exact.chunked import Layout
 from torchnce._exact.evaluation import exact_loss, full_logits, top_k
+from torchnce._layers.update import RowUpdate
 from torchnce._sampled.fused import fused_sampled_loss
 from torchnce._sampled.problem import (
     Classes,
@@ -208,6 +209,7 @@ class OutputLayer(nn.Module):
     spec: ClassVar[LossSpec]
     weight: nn.Parameter | nn.ParameterList
     bias: nn.Parameter | nn.ParameterList | None
+    update: RowUpdate | None
 
     def __init__(
         self,
@@ -226,6 +228,7 @@ class OutputLayer(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         per_example_negatives: bool = False,
+        update: RowUpdate | None = None,
     ) -> None:
         super().__init__()
         (self.num_classes, self.embedding_dim, self.num_sampled, self.num_true,
@@ -251,6 +254,26 @@ class OutputLayer(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+        if update is not None and not isinstance(update, RowUpdate):
+            raise TypeError(f"update must be a torchnce.RowUpdate or None, got "
+                            f"{type(update).__name__}")
+        self.update = update
+        self._check_update()
+
+    def _check_update(self) -> RowUpdate | None:
+        """The layer's row update, checked against its settings and bound to its tables."""
+        update = self.update
+        if update is None:
+            return None
+        if self.sparse_grad:
+            raise ValueError("update cannot be combined with sparse_grad=True: the RowUpdate "
+                             "applies the rows' gradients itself, none is built")
+        tables = [*self._weights(), *(self._biases() or [])]
+        if not all(t.requires_grad for t in tables):
+            raise ValueError("update needs every weight and bias to require grad (the "
+                             "RowUpdate updates them in backward); one has requires_grad=False")
+        update.bind(self._weights(), self._biases())
+        return update
 
     @property
     def settings(self) -> Settings:
@@ -304,12 +327,13 @@ class OutputLayer(nn.Module):
             loss = exact_loss(self.spec.kind, inputs, TrueLabels(ids, None), weights,
                               self._biases(), Layout.of(weights, self.partition_strategy))
         else:
+            update = self._check_update()
             classes = layer_classes(self.sampler, ids, sampled_values, self.settings,
                                     per_example=self.per_example_negatives,
                                     log_counts=self.spec.subtract_log_q)
             problem = Problem(inputs, weights, self._biases(), classes, self.partition_strategy,
                               self.sparse_grad)
-            loss = fused_sampled_loss(problem, self.spec)
+            loss = fused_sampled_loss(problem, self.spec, update)
         return apply_reduction(loss, self.reduction)
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:

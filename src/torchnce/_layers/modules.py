@@ -52,13 +52,15 @@ class NCELoss(OutputLayer):
         device: {device}
         dtype: {dtype}
         per_example_negatives: {layer_per_example_negatives}
+        update: {update}
 
     Raises:
         TypeError: non-int sizes, a sampler that is not a ``CandidateSampler``, a non-floating
             dtype.
         ValueError: sizes < 1, ``num_shards > num_classes``, a sampler whose ``range_max``
             differs from ``num_classes``, ``num_sampled > num_classes`` (unique draws need that
-            many classes: "Sampler's range is too small"), unknown choices.
+            many classes: "Sampler's range is too small"), unknown choices, ``update`` with
+            ``sparse_grad=True`` or with a parameter that does not require grad.
 
     Note:
         Initialisation follows TensorFlow's word2vec tutorial: weights from a normal with std
@@ -117,6 +119,7 @@ class SampledSoftmaxLoss(OutputLayer):
         device: {device}
         dtype: {dtype}
         per_example_negatives: {layer_per_example_negatives}
+        update: {update}
 
     Raises:
         TypeError, ValueError: as :class:`NCELoss`.
@@ -176,6 +179,7 @@ class NegativeSamplingLoss(OutputLayer):
         device: {device}
         dtype: {dtype}
         per_example_negatives: {layer_per_example_negatives}
+        update: {update}
 
     Raises:
         TypeError, ValueError: as :class:`NCELoss`.

@@ -142,6 +142,25 @@ def _example_grads(
     return grad_x, grad_rows, grad_bias_rows
 
 
+class InBackward(NamedTuple):
+    """An optimizer applied to the table rows inside the fused backward (``RowUpdate``).
+
+    Attributes:
+        update: has ``apply_rows(shards, states, ids, grads, partition_strategy)`` and the
+            names of its accumulators, ``weight_states`` and ``bias_states``.
+        weights: the weight shards to update in place.
+        biases: the bias shards, or None.
+        ids: the global ids of the rows the step gathered, ``[N]``.
+        partition_strategy: the shards' layout.
+    """
+
+    update: Any
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor] | None
+    ids: torch.Tensor
+    partition_strategy: str
+
+
 class FusedPlan(NamedTuple):
     """Everything the fused node takes besides the tensors it differentiates.
 
@@ -157,6 +176,8 @@ class FusedPlan(NamedTuple):
             ones (rows ``[B·T + S, D]``).
         kind: the cross entropy, ``"sigmoid"`` or ``"softmax"``.
         sparse: whether the table gradients are sparse.
+        in_backward: the row update to apply in backward instead of returning table
+            gradients, or None.
     """
 
     w_ids: torch.Tensor | None
@@ -168,6 +189,7 @@ class FusedPlan(NamedTuple):
     width: int | None
     kind: LossKind
     sparse: bool
+    in_backward: InBackward | None = None
 
 
 def _forward(
@@ -212,16 +234,25 @@ class _FusedSampledLoss(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-        plan: FusedPlan,
+        plan: FusedPlan, *params: torch.Tensor,
     ) -> torch.Tensor:
+        # params: the tables a row update changes in backward (so that it runs), else none
         x, rows, logits = _forward(inputs, weight, bias, plan)
         loss, dlogits = _loss_and_grad(plan, logits)
-        ctx.save_for_backward(x, rows, dlogits, plan.w_ids, plan.b_ids, weight, bias)
-        ctx.num_true, ctx.sparse = plan.num_true, plan.sparse
+        if plan.in_backward is None:
+            ctx.save_for_backward(x, rows, dlogits, plan.w_ids, plan.b_ids, weight, bias)
+        else:
+            ctx.save_for_backward(x, rows, dlogits)
+            ctx.updated = False
+        ctx.num_true, ctx.sparse, ctx.in_backward = plan.num_true, plan.sparse, plan.in_backward
+        ctx.has_bias, ctx.num_params = bias is not None, len(params)
         return loss.to(inputs.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[Any, ...]:
+        none_for_params = (None,) * ctx.num_params
+        if ctx.in_backward is not None:
+            return (*_backward_with_update(ctx, grad_loss), None, None, None, *none_for_params)
         x, rows, dlogits, w_ids, b_ids, weight, bias = ctx.saved_tensors
         g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
         grad_x, grad_rows, grad_bias_rows = _grads(g, x, rows, ctx.num_true,
@@ -231,15 +262,37 @@ class _FusedSampledLoss(torch.autograd.Function):
         grad_b = None
         if grad_bias_rows is not None:
             grad_b = _table_grad(grad_bias_rows, b_ids, bias, ctx.sparse)
-        return grad_x, grad_w, grad_b, None
+        return (grad_x, grad_w, grad_b, None, *none_for_params)
+
+
+def _backward_with_update(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None]:
+    """The input gradient, after applying the plan's row update to the tables."""
+    if ctx.updated:
+        raise RuntimeError("update: this step's rows were already updated by an earlier "
+                           "backward of the same graph; run a new forward for each backward")
+    ctx.updated = True
+    x, rows, dlogits = ctx.saved_tensors
+    plan: InBackward = ctx.in_backward
+    g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
+    grad_x, grad_rows, grad_bias_rows = _grads(g, x, rows, ctx.num_true,
+                                               (ctx.needs_input_grad[0], True, ctx.has_bias))
+    assert grad_rows is not None
+    update, flat = plan.update, grad_rows.reshape(-1, x.shape[1])
+    update.apply_rows(plan.weights, update.weight_states, plan.ids, flat,
+                      plan.partition_strategy)
+    if grad_bias_rows is not None and plan.biases is not None:
+        update.apply_rows(plan.biases, update.bias_states, plan.ids, grad_bias_rows.reshape(-1),
+                          plan.partition_strategy)
+    return (None if grad_x is None else grad_x.to(grad_loss.dtype),)
 
 
 def fused_loss(
-    inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: FusedPlan
+    inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: FusedPlan,
+    *params: torch.Tensor,
 ) -> torch.Tensor:
     """Per-example loss ``[B]`` of the fused node: one autograd node for gather, logits and
-    loss, with the analytic backward."""
-    loss: torch.Tensor = _FusedSampledLoss.apply(inputs, weight, bias, plan)  # type: ignore[no-untyped-call]
+    loss, with the analytic backward (``params``: the tables a row update changes)."""
+    loss: torch.Tensor = _FusedSampledLoss.apply(inputs, weight, bias, plan, *params)  # type: ignore[no-untyped-call]
     return loss
 
 
@@ -259,10 +312,13 @@ def _width(classes: Classes) -> int | None:
     return classes.num_true + classes.sampled.shape[1] if classes.per_example else None
 
 
-def fused_sampled_loss(problem: Problem, spec: LossSpec) -> torch.Tensor:
-    """Per-example sampled loss ``spec`` of a validated problem, ``[B]``."""
+def fused_sampled_loss(problem: Problem, spec: LossSpec, update: Any = None) -> torch.Tensor:
+    """Per-example sampled loss ``spec`` of a validated problem, ``[B]``; with ``update`` (a
+    ``RowUpdate``) the backward updates the table rows instead of returning their gradients."""
     classes = problem.classes
     ids = all_ids(classes)
+    if update is not None:
+        return _updated_in_backward(problem, spec, update, ids)
     weight, w_ids = _table_input(problem, problem.weights, ids)
     bias, b_ids = None, None
     if problem.biases is not None:
@@ -273,6 +329,23 @@ def fused_sampled_loss(problem: Problem, spec: LossSpec) -> torch.Tensor:
     plan = FusedPlan(w_ids, b_ids, log_qs, classes.hits, classes.label_mask, classes.num_true,
                      _width(classes), spec.kind, problem.sparse_grad)
     return fused_loss(problem.inputs, weight, bias, plan)
+
+
+def _updated_in_backward(problem: Problem, spec: LossSpec, update: Any, ids: torch.Tensor
+                         ) -> torch.Tensor:
+    """The fused node with the tables as detached inputs and the row update in backward."""
+    classes = problem.classes
+    weights, biases = problem.weights, problem.biases
+    with torch.no_grad():
+        weight, w_ids = _table_input(problem, [w.detach() for w in weights], ids)
+        bias, b_ids = None, None
+        if biases is not None:
+            bias, b_ids = _table_input(problem, [b.detach() for b in biases], ids)
+    log_qs = log_q(classes, problem.inputs.dtype) if spec.subtract_log_q else None
+    plan = FusedPlan(w_ids, b_ids, log_qs, classes.hits, classes.label_mask, classes.num_true,
+                     _width(classes), spec.kind, False,
+                     InBackward(update, weights, biases, ids, problem.partition_strategy))
+    return fused_loss(problem.inputs, weight, bias, plan, *weights, *(biases or []))
 
 
 class LossGrads(NamedTuple):
