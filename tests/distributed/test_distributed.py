@@ -1,7 +1,9 @@
 """torchnce.distributed on real gloo process groups of 2 and 3 local processes.
 
 Oracle: the single-process functions (``nce_loss``, ``sampled_softmax_loss``, their eval
-losses, ``top_k``) on the concatenated batch and the full tables, in float64. Each group is
+losses, ``top_k``) on the concatenated batch and the full tables, in float64; the training
+steps take the default exchange (padded with dense gradients, variable with sparse ones;
+``test_distributed_host_reads.py`` compares the two on every case). Each group is
 spawned once and runs many checks (spawning costs seconds); every rank checks its own shard,
 batch slice and gradients and reports to a file. A failing rank exits at once, so its peers
 fail fast too, and the parent kills whatever outlives the deadline.
@@ -284,6 +286,7 @@ def test_three_ranks_match_single_process_and_reshard(checkpoint_dir: Path) -> N
 def _worker_peer_lost(rank: int, world: int, tmp: Path, how: str) -> None:
     """The last rank dies (or hangs) at the first step; the others must raise."""
     layer = ShardedNCELoss(C, D, S, timeout=2.0, dtype=torch.float64)
+    dist.barrier()  # every rank has connected the layer's group before the last one goes
     if rank == world - 1:
         if how == "dies":
             os._exit(17)

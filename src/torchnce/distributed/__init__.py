@@ -3,8 +3,16 @@
 Each rank owns the shard of the output embeddings that TensorFlow's ``partition_strategy``
 ("mod" or "div") assigns to it and trains on its own batch; the sampled losses, their
 gradients, the exact full losses and ``top_k`` equal those of the single-process layer on the
-concatenated batch. The same code runs on gloo (CPU) and NCCL (GPU). See docs/distributed.md
-for the exchange and its traffic per step.
+concatenated batch. The same code runs on gloo (CPU) and NCCL (GPU).
+
+A training step fetches the rows its labels and candidates need by one of two exchanges
+(``exchange=``): "padded" (the default with dense gradients) sends fixed-size blocks whose
+split sizes the host knows from shapes and a batch capacity agreed once, so the step reads
+nothing back from the device, but every rank answers every label row — ``(P−1)·m·T`` rows per
+rank and direction instead of ``(P−1)/P·b·T``, 4× the bytes at P = 8 and 23× at P = 64 in
+docs/distributed.md's example; "variable" (the default with ``sparse_grad=True``) sends only
+the rows asked for and reads per-owner counts on the host every step. See docs/distributed.md
+for both exchanges, their traffic per step and when each is used.
 
 May import: every private stage of torchnce (it reuses the layers' checks); never the app.
 """

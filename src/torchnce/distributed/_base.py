@@ -2,18 +2,19 @@
 
 Each rank's module owns one shard of ``weight``/``bias`` (the rows :func:`shard_ids` assigns
 to it) and a replica of the sampler; ``forward`` validates, draws the shared candidates, and
-calls the sharded core of ``_sampled`` or ``_evaluation``.
+calls the sharded core of ``_sampled`` or ``_evaluation``. It also picks the exchange of a
+training step (padded or variable) and holds the padded one's batch capacity.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import nn
 
-from torchnce._common.checks import check_all_in_range, check_bool, check_int
+from torchnce._common.checks import check_all_in_range, check_bool, check_choice, check_int
 from torchnce._common.types import Mode, PartitionStrategy, Reduction, apply_reduction
 from torchnce._exact.chunked import default_chunk_size
 from torchnce._layers.base import (
@@ -30,8 +31,31 @@ from torchnce._sampled.spec import LossSpec
 from torchnce._sampling.samplers import CandidateSampler
 from torchnce.distributed._checkpoint import shard_ids
 from torchnce.distributed._comm import Communicator, Timeout
-from torchnce.distributed._evaluation import sharded_eval_loss, sharded_top_k
+from torchnce.distributed._evaluation import batch_sizes, sharded_eval_loss, sharded_top_k
 from torchnce.distributed._sampled import sharded_sampled_loss
+
+Exchange = Literal["padded", "variable"]
+EXCHANGES = ("padded", "variable")
+
+
+def check_exchange(
+    exchange: Any, sparse_grad: bool, max_batch_size: Any
+) -> tuple[Exchange, int | None]:
+    """``(exchange, max_batch_size)`` checked together; None picks ``"padded"``, or
+    ``"variable"`` with ``sparse_grad`` (whose gradient must hold only the rows looked up)."""
+    if exchange is None:
+        exchange = "variable" if sparse_grad else "padded"
+    choice = cast(Exchange, check_choice("exchange", exchange, EXCHANGES))
+    if choice == "padded" and sparse_grad:
+        raise ValueError('exchange must be "variable" with sparse_grad=True, got "padded"; the '
+                         "padded exchange's sparse gradient would hold a zero row per padding "
+                         "slot, which SparseAdam takes as a visit")
+    if max_batch_size is None:
+        return choice, None
+    if choice == "variable":
+        raise ValueError(f'max_batch_size must be None with exchange="variable" (the default '
+                         f"with sparse_grad=True), got {max_batch_size!r}")
+    return choice, check_int("max_batch_size", max_batch_size, minimum=1)
 
 
 class ShardedOutputLayer(nn.Module):
@@ -64,6 +88,8 @@ class ShardedOutputLayer(nn.Module):
         seed: int = 0,
         group: Any = None,
         timeout: Timeout | None = None,
+        exchange: Exchange | None = None,
+        max_batch_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -74,6 +100,9 @@ class ShardedOutputLayer(nn.Module):
             self.spec, num_classes, embedding_dim, num_sampled, num_true,
             remove_accidental_hits, partition_strategy, sparse_grad, reduction)
         self.seed = check_int("seed", seed)
+        _, self.max_batch_size = check_exchange(exchange, self.sparse_grad, max_batch_size)
+        self.exchange: Exchange | None = exchange  # None: picked at each call, by sparse_grad
+        self._agreed_batch: int | None = None
         self.sampler = check_sampler(sampler, self.num_classes, self.num_sampled)
         if device is not None:  # a given sampler moves with the parameters, as .to() would
             self.sampler.to(device)
@@ -145,11 +174,15 @@ class ShardedOutputLayer(nn.Module):
             the single-process loss of the concatenated batch.
 
         Raises:
-            TypeError, ValueError: as :class:`torchnce.NCELoss`.
+            TypeError, ValueError: as :class:`torchnce.NCELoss`; and, with the padded
+                exchange, on every rank: a batch beyond ``max_batch_size`` on some rank, or
+                ``sampled_values`` that differ between the ranks (device-side assertions off
+                CPU, ``RuntimeError`` when the device reaches them).
             CollectiveError: a peer rank died, hung past the timeout or ran another step.
         """
         mode = check_mode(mode, self.training)
         inputs, labels = check_call(inputs, labels, self.settings, self.weight.device)
+        total: int | torch.Tensor
         if mode == "full":
             check_all_in_range((("labels", labels),), self.num_classes)
             chunk = default_chunk_size(inputs.shape[0] * self.world_size)
@@ -160,7 +193,8 @@ class ShardedOutputLayer(nn.Module):
             classes = self._classes(inputs, labels, sampled_values)
             loss, total = sharded_sampled_loss(
                 self.spec.kind, self.comm, self.weight, self.bias, inputs, classes,
-                self.num_classes, self.partition_strategy, sparse_grad=self.sparse_grad)
+                self.num_classes, self.partition_strategy, sparse_grad=self.sparse_grad,
+                capacity=self._capacity(inputs.shape[0]))
         if self.reduction == "mean":
             return loss.sum() / total  # the mean over the global batch
         return apply_reduction(loss, self.reduction)
@@ -186,8 +220,23 @@ class ShardedOutputLayer(nn.Module):
             f"remove_accidental_hits={self.remove_accidental_hits}, "
             f"bias={self.bias is not None}, partition_strategy={self.partition_strategy!r}, "
             f"rank={self.rank}, world_size={self.world_size}, sparse_grad={self.sparse_grad}, "
-            f"reduction={self.reduction!r}, seed={self.seed}"
+            f"reduction={self.reduction!r}, seed={self.seed}, exchange={self.exchange!r}, "
+            f"max_batch_size={self.max_batch_size}"
         )
+
+    def _capacity(self, batch: int) -> int | None:
+        """The padded exchange's batch capacity, None for the variable exchange: the
+        ``max_batch_size`` setting, else the largest batch of the ranks' first training step
+        (agreed by one small exchange read on the host, then kept)."""
+        exchange, max_batch_size = check_exchange(self.exchange, self.sparse_grad,
+                                                  self.max_batch_size)
+        if exchange == "variable":
+            return None
+        if max_batch_size is not None:
+            return max_batch_size
+        if self._agreed_batch is None:
+            self._agreed_batch = max(batch_sizes(self.comm, batch))
+        return self._agreed_batch
 
     def _classes(
         self, inputs: torch.Tensor, labels: torch.Tensor, sampled_values: Any

@@ -1,10 +1,13 @@
-"""The one transport of the sharded layer: ``all_to_all_single`` with autograd and a byte count.
+"""The transports of the sharded layer: ``all_to_all_single`` and a summing ``all_reduce``,
+with autograd and a byte count.
 
 Every exchange of a sharded step (ids, rows, partial results) is one ``all_to_all_single`` of
-rows with per-peer split sizes. Its backward is the same collective with the splits swapped,
-so gradients flow back to whichever rank sent a row. A failed or timed-out collective becomes
-a :class:`CollectiveError` naming the rank, the operation and the timeout, instead of a bare
-backend error (or, with a hung peer, a wait that only the process group timeout ends).
+rows with per-peer split sizes, whose backward is the same collective with the splits swapped,
+so gradients flow back to whichever rank sent a row. The padded exchange also sums masked
+candidate rows over the ranks with ``all_reduce``, whose backward is the same sum of the
+gradients. A failed or timed-out collective becomes a :class:`CollectiveError` naming the
+rank, the operation and the timeout, instead of a bare backend error (or, with a hung peer, a
+wait that only the process group timeout ends).
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class Communicator:
         rank: this process's rank in ``group``.
         world_size: P, the number of ranks of ``group``.
         timeout: after how long a collective fails, in words for error messages.
-        bytes_sent: bytes this rank has sent to other ranks so far (its own chunk excluded).
+        bytes_sent: bytes this rank has sent to other ranks so far (its own chunk excluded;
+            an ``all_reduce`` of ``n`` bytes counts ``2·(P−1)/P·n``, what a ring sends).
     """
 
     def __init__(self, group: Any = None, timeout: Timeout | None = None) -> None:
@@ -89,12 +93,27 @@ class Communicator:
         try:
             dist.all_to_all_single(out, rows, list(recv), list(send), group=self.group)
         except (RuntimeError, dist.DistBackendError) as err:
-            raise CollectiveError(
-                f"all_to_all_single of {what} failed on rank {self.rank} of {self.world_size} "
-                f"({self.backend}, timeout {self.timeout}): a peer rank died, hung past "
-                f"the timeout or ran a different step; see the other ranks' logs ({err})"
-            ) from err
+            raise self._failed("all_to_all_single", what, err) from err
         return out
+
+    def all_reduce(self, rows: torch.Tensor, *, what: str) -> torch.Tensor:
+        """The sum of every rank's ``rows`` (the same shape on every rank), on every rank. No
+        autograd (see :func:`reduce_sum`)."""
+        out = rows.contiguous().clone()
+        share = 2 * (self.world_size - 1) / self.world_size
+        self.bytes_sent += round(share * out.numel() * out.element_size())
+        try:
+            dist.all_reduce(out, group=self.group)
+        except (RuntimeError, dist.DistBackendError) as err:
+            raise self._failed("all_reduce", what, err) from err
+        return out
+
+    def _failed(self, collective: str, what: str, err: BaseException) -> CollectiveError:
+        return CollectiveError(
+            f"{collective} of {what} failed on rank {self.rank} of {self.world_size} "
+            f"({self.backend}, timeout {self.timeout}): a peer rank died, hung past "
+            f"the timeout or ran a different step; see the other ranks' logs ({err})"
+        )
 
     def all_gather_counts(self, counts: Sequence[int]) -> list[list[int]]:
         """Every rank's ``counts`` (a list of the same length on every rank), row ``q`` being
@@ -134,4 +153,24 @@ def exchange(
 ) -> torch.Tensor:
     """Differentiable :meth:`Communicator.all_to_all`: every rank must also run the backward."""
     out: torch.Tensor = _Exchange.apply(rows, comm, send, recv, what)  # type: ignore[no-untyped-call]
+    return out
+
+
+class _ReduceSum(torch.autograd.Function):
+    """``all_reduce`` (sum) of rows; every rank's loss uses the sum, so the gradient of each
+    rank's addend is the sum of the ranks' gradients: the same collective."""
+
+    @staticmethod
+    def forward(ctx: Any, rows: torch.Tensor, comm: Communicator, what: str) -> torch.Tensor:
+        ctx.comm, ctx.what = comm, what
+        return comm.all_reduce(rows, what=what)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return ctx.comm.all_reduce(grad, what=f"gradients of {ctx.what}"), None, None
+
+
+def reduce_sum(comm: Communicator, rows: torch.Tensor, what: str) -> torch.Tensor:
+    """Differentiable :meth:`Communicator.all_reduce`: every rank must also run the backward."""
+    out: torch.Tensor = _ReduceSum.apply(rows, comm, what)  # type: ignore[no-untyped-call]
     return out

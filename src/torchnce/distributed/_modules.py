@@ -19,7 +19,7 @@ class ShardedNCELoss(ShardedOutputLayer):
     Rank ``r`` owns the rows of the classes ``shard_ids(C, r, P, partition_strategy)``
     (TensorFlow's "mod" or "div" layout, uneven shards included) and its own batch
     ``x_r`` ``[b_r, D]``. Every rank scores against the same ``S`` candidates; the rows its
-    examples need are fetched from their owners (one all-to-all), so that with ``X`` and ``Y``
+    examples need are fetched from their owners (an all-to-all), so that with ``X`` and ``Y``
     the concatenation of the ranks' batches in rank order and ``W``, ``b`` the union of the
     shards:
 
@@ -53,6 +53,16 @@ class ShardedNCELoss(ShardedOutputLayer):
             :class:`CollectiveError`; creates a group of the same ranks with this timeout
             (every rank of the default group must construct the layer). None keeps the
             group's own timeout.
+        exchange: how a training step fetches its rows. ``"padded"`` sends fixed-size blocks
+            whose sizes the host knows from shapes, so a step reads nothing back from the
+            device (no synchronisation), at the price of every rank answering every label
+            row; ``"variable"`` sends only the rows asked for, sized by counts the host
+            reads each step. None: ``"padded"``, or ``"variable"`` with ``sparse_grad``
+            (whose gradient must hold only the rows looked up).
+        max_batch_size: the padded exchange's capacity, the most rows of any rank's batch
+            (the same on every rank); None agrees on the largest batch of the ranks' first
+            training step (one small exchange, read on the host). A larger batch raises
+            ``ValueError`` on every rank (a device-side assertion off CPU).
         device: where to create the shard (the GPU of this rank for NCCL).
         dtype: its floating dtype.
 
@@ -63,8 +73,10 @@ class ShardedNCELoss(ShardedOutputLayer):
     Note:
         Every rank must call ``forward``, ``backward`` and ``top_k`` in the same order; the
         full loss is differentiable too (an exact vocabulary-parallel loss). Per-example
-        negatives are not supported. Traffic per step and rank:
-        ``2(P−1)/P·(S + b·T)·(D + 1)`` values (docs/distributed.md).
+        negatives are not supported. Traffic per step and rank, forward and backward:
+        ``2(P−1)/P·(S + b·T)·(D + 1)`` values with the variable exchange,
+        ``2(P−1)·m·T·(D + 1) + 4(P−1)/P·S·(D + 1)`` with the padded one for a capacity ``m``
+        (docs/distributed.md).
 
     Examples:
         >>> import torch, torch.distributed as dist
@@ -107,6 +119,9 @@ class ShardedSampledSoftmaxLoss(ShardedOutputLayer):
         seed: the shared seed of the sampler's generator.
         group: the process group (None: the default group).
         timeout: as :class:`ShardedNCELoss`.
+        exchange: as :class:`ShardedNCELoss`: ``"padded"`` (no host read per step),
+            ``"variable"`` (fewer bytes) or None (padded unless ``sparse_grad``).
+        max_batch_size: as :class:`ShardedNCELoss`, the padded exchange's batch capacity.
         device: where to create the shard.
         dtype: its floating dtype.
 
