@@ -113,6 +113,27 @@ def torch_nce_step(shape: tuple[int, ...], data: dict[str, np.ndarray], *, spars
     return step
 
 
+def torch_row_update_step(shape: tuple[int, ...], data: dict[str, np.ndarray], *,
+                          update: str) -> Step:
+    """``torchnce.NCELoss(..., update=RowUpdate(update, lr))``: the rows are updated inside the
+    backward, no gradient tensor for the table is built. Same default sampler (log-uniform,
+    unique); the layer's "mean" reduction is the other steps' ``.mean()``."""
+    _, dim, num_classes, num_sampled, num_true = shape
+    layer = torchnce.NCELoss(num_classes, dim, num_sampled, num_true=num_true,
+                             update=torchnce.RowUpdate(update, lr=LR))
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(data["weights"]))
+        layer.bias.copy_(torch.from_numpy(data["biases"]))
+    inputs = torch.tensor(data["inputs"], requires_grad=True)
+    labels = torch.tensor(data["labels"])
+
+    def step() -> None:
+        inputs.grad = None
+        layer(inputs, labels).backward()
+
+    return step
+
+
 def torch_seeded_dense_step(
     shape: tuple[int, ...], data: dict[str, np.ndarray], *, compiled: bool
 ) -> Step:

@@ -26,6 +26,7 @@ from torch import nn
 
 from torchnce._common.checks import check_choice
 from torchnce._common.lookup import route, sparse_rows
+from torchnce._native import sampled as native
 
 UPDATES = ("sgd", "adagrad", "rowwise_adagrad")
 
@@ -165,6 +166,12 @@ class RowUpdate(nn.Module):
         """Update the rows ``ids`` (global, 1-D, repeats allowed) of the table ``shards`` with
         the row gradients ``grads`` (``[N, D]`` or ``[N]``)."""
         grads = grads.to(shards[0].dtype)
+        table = shards[0]
+        if len(shards) == 1 and table.is_contiguous() and native.usable(table, grads, ids):
+            state = getattr(self, states[0]) if self.stateful else None
+            native.row_update(self.kind, table.detach(), ids.contiguous(), grads.contiguous(),
+                              state, self.lr, self.eps)
+            return
         with torch.no_grad():
             placed: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]]
             if len(shards) == 1:

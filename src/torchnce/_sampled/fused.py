@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torchnce._common.labels import true_targets
 from torchnce._common.lookup import lookup, sparse_rows
 from torchnce._common.types import LossKind
+from torchnce._native import sampled as native
 from torchnce._sampled.logits import all_ids, compose_logits, log_q, work_dtype
 from torchnce._sampled.problem import Classes, Problem
 from torchnce._sampled.spec import LossSpec
@@ -230,6 +231,76 @@ def _grads(
     return _shared_grads(g, x, rows, num_true, need)
 
 
+# Shared candidates: the sampled dots are one matrix product (the BLAS); the native kernels do
+# the gather and everything after the product in one pass (sampled.cpp).
+
+
+def _native_ok(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               plan: FusedPlan) -> bool:
+    """Whether the native kernels run this step: float32 CPU tensors, eager, built."""
+    return (inputs.dtype == torch.float32 and weight.dtype == torch.float32
+            and (bias is None or bias.dtype == torch.float32)
+            and native.usable(inputs, weight, bias, plan.w_ids))
+
+
+def _native_forward(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    plan: FusedPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                              torch.Tensor]:
+    """``(x, rows, loss, dL/dlogits)`` with the native kernels; ``rows`` as :func:`_forward`'s
+    (flat ``[N, D]`` per-example too; the backward takes either)."""
+    x = inputs.contiguous()
+    if plan.w_ids is None:
+        rows, bias_rows = weight.contiguous(), None if bias is None else bias.contiguous()
+    else:
+        with_bias = bias.contiguous() if bias is not None and plan.b_ids is plan.w_ids else None
+        rows, bias_rows = native.gather(weight, with_bias, plan.w_ids)
+    if bias is not None and plan.b_ids is not None and plan.b_ids is not plan.w_ids:
+        bias_rows = bias.index_select(0, plan.b_ids)
+    num_true, width = plan.num_true, plan.width
+    per_example = width is not None
+    num_sampled = (width - num_true) if width is not None else (
+        rows.shape[0] - x.shape[0] * num_true)
+    sdots = None if per_example else torch.mm(x, rows[x.shape[0] * num_true:].t())
+    loss, dlogits = native.forward(x, rows, bias_rows, num_true, num_sampled, per_example,
+                                   sdots, plan.log_q, plan.hits, plan.label_mask,
+                                   plan.kind == "softmax")
+    if width is not None:
+        rows = rows.view(x.shape[0], width, x.shape[1])
+    return x, rows, loss, dlogits
+
+
+def _native_grads(
+    g: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, num_true: int, need: tuple[bool, ...],
+    workspace: Workspace | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`_grads` with the native kernels (and the BLAS for shared candidates)."""
+    del workspace
+    batch, dim = x.shape
+    width = g.shape[1]
+    per_example = rows.dim() == 3
+    flat = rows.reshape(-1, dim)
+    g = g.contiguous()
+    grad_x = grad_rows = grad_bias = None
+    if per_example:
+        if need[0]:
+            grad_x = torch.empty(batch, dim)
+        if need[1]:
+            grad_rows = torch.empty(batch * width, dim)
+        native.backward(x, flat, num_true, width - num_true, True, g, grad_x, grad_rows, None)
+        return grad_x, grad_rows, g.reshape(-1) if need[2] else None
+    n_true = batch * num_true
+    g_sampled = g[:, num_true:]
+    if need[0]:
+        grad_x = torch.mm(g_sampled, flat[n_true:])
+    if need[1]:
+        grad_rows = torch.empty(flat.shape[0], dim)
+        torch.mm(g_sampled.t(), x, out=grad_rows[n_true:])
+    if need[2]:
+        grad_bias = torch.empty(flat.shape[0])
+    native.backward(x, flat, num_true, width - num_true, False, g, grad_x, grad_rows, grad_bias)
+    return grad_x, grad_rows, grad_bias
+
+
 class _FusedSampledLoss(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -237,8 +308,13 @@ class _FusedSampledLoss(torch.autograd.Function):
         plan: FusedPlan, *params: torch.Tensor,
     ) -> torch.Tensor:
         # params: the tables a row update changes in backward (so that it runs), else none
-        x, rows, logits = _forward(inputs, weight, bias, plan)
-        loss, dlogits = _loss_and_grad(plan, logits)
+        if _native_ok(inputs, weight, bias, plan):
+            x, rows, loss, dlogits = _native_forward(inputs, weight, bias, plan)
+            ctx.native = True
+        else:
+            x, rows, logits = _forward(inputs, weight, bias, plan)
+            loss, dlogits = _loss_and_grad(plan, logits)
+            ctx.native = False
         if plan.in_backward is None:
             ctx.save_for_backward(x, rows, dlogits, plan.w_ids, plan.b_ids, weight, bias)
         else:
@@ -255,8 +331,9 @@ class _FusedSampledLoss(torch.autograd.Function):
             return (*_backward_with_update(ctx, grad_loss), None, None, None, *none_for_params)
         x, rows, dlogits, w_ids, b_ids, weight, bias = ctx.saved_tensors
         g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
-        grad_x, grad_rows, grad_bias_rows = _grads(g, x, rows, ctx.num_true,
-                                                   tuple(ctx.needs_input_grad[:3]))
+        grads = _native_grads if ctx.native else _grads
+        grad_x, grad_rows, grad_bias_rows = grads(g, x, rows, ctx.num_true,
+                                                  tuple(ctx.needs_input_grad[:3]))
         grad_x = None if grad_x is None else grad_x.to(grad_loss.dtype)
         grad_w = None if grad_rows is None else _table_grad(grad_rows, w_ids, weight, ctx.sparse)
         grad_b = None
@@ -274,8 +351,9 @@ def _backward_with_update(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tens
     x, rows, dlogits = ctx.saved_tensors
     plan: InBackward = ctx.in_backward
     g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
-    grad_x, grad_rows, grad_bias_rows = _grads(g, x, rows, ctx.num_true,
-                                               (ctx.needs_input_grad[0], True, ctx.has_bias))
+    grads = _native_grads if ctx.native else _grads
+    grad_x, grad_rows, grad_bias_rows = grads(g, x, rows, ctx.num_true,
+                                              (ctx.needs_input_grad[0], True, ctx.has_bias))
     assert grad_rows is not None
     update, flat = plan.update, grad_rows.reshape(-1, x.shape[1])
     update.apply_rows(plan.weights, update.weight_states, plan.ids, flat,

@@ -1,0 +1,162 @@
+"""The native fused sampled-loss kernels against the pure-PyTorch path (the reference).
+
+Every public loss, shared and per-example candidates, T = 1 and T > 1, label masks, hits,
+log-Q, biases or none, shards: the loss and every gradient equal to float32 tolerance. The
+pure path itself is checked against float64 autograd by gradcheck in tests/_sampled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import torchnce
+import torchnce._sampled.fused as fused
+from torchnce._native import sampled as native
+
+pytestmark = pytest.mark.skipif(not torchnce.native_available().available,
+                                reason="the native kernels are not built")
+
+LOSSES = [torchnce.nce_loss, torchnce.sampled_softmax_loss, torchnce.negative_sampling_loss]
+
+
+def problem(seed: int, *, num_true: int, per_example: bool, bias: bool, shards: int,
+            batch: int = 9, dim: int = 21, classes: int = 50, sampled: int = 11
+            ) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(classes, dim, generator=gen) * 0.3
+    b = torch.randn(classes, generator=gen) if bias else None
+    shape = (batch, sampled) if per_example else (sampled,)
+    values = (torch.randint(classes, shape, generator=gen),
+              torch.rand(batch, num_true, generator=gen) + 0.05,
+              torch.rand(shape, generator=gen) + 0.05)
+    weights: Any = w
+    biases: Any = b
+    if shards > 1:
+        weights = [w[p::shards].clone() for p in range(shards)]
+        biases = None if b is None else [b[p::shards].clone() for p in range(shards)]
+    return {"weights": weights, "biases": biases,
+            "labels": torch.randint(classes // 2, (batch, num_true), generator=gen),
+            "inputs": torch.randn(batch, dim, generator=gen), "num_sampled": sampled,
+            "num_classes": classes, "num_true": num_true, "sampled_values": values}
+
+
+def leaves(args: dict[str, Any]) -> list[torch.Tensor]:
+    out = [args["inputs"]]
+    for key in ("weights", "biases"):
+        value = args[key]
+        if value is not None:
+            out.extend(value if isinstance(value, list) else [value])
+    return out
+
+
+def run(loss_fn: Any, args: dict[str, Any], **kwargs: Any) -> tuple[torch.Tensor, list[Any]]:
+    args = {k: ([t.clone().requires_grad_() for t in v] if isinstance(v, list) else
+                v.clone().requires_grad_() if k in ("weights", "biases", "inputs") and
+                v is not None else v) for k, v in args.items()}
+    loss = loss_fn(**args, **kwargs)
+    (loss * torch.linspace(0.5, 1.5, loss.shape[0])).sum().backward()
+    grads = [t.grad.to_dense() if t.grad is not None and t.grad.is_sparse else t.grad
+             for t in leaves(args)]
+    return loss.detach(), grads
+
+
+def compare(loss_fn: Any, args: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+            **kwargs: Any) -> None:
+    got = run(loss_fn, args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(fused, "_native_ok", lambda *a: False)
+        want = run(loss_fn, args, **kwargs)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+    for g, w in zip(got[1], want[1], strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss_fn", LOSSES)
+@pytest.mark.parametrize("num_true", [1, 3])
+@pytest.mark.parametrize("per_example", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("hits", [False, True])
+def test_native_equals_pure(loss_fn: Any, num_true: int, per_example: bool, bias: bool,
+                            hits: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = problem(num_true + 2 * per_example, num_true=num_true, per_example=per_example,
+                   bias=bias, shards=1)
+    compare(loss_fn, args, monkeypatch, remove_accidental_hits=hits)
+
+
+@pytest.mark.parametrize("loss_fn", LOSSES)
+@pytest.mark.parametrize("per_example", [False, True])
+def test_native_equals_pure_with_label_masks(loss_fn: Any, per_example: bool,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    args = problem(7, num_true=4, per_example=per_example, bias=True, shards=1)
+    mask = torch.rand(args["labels"].shape, generator=torch.Generator().manual_seed(3)) < 0.6
+    mask[0] = False  # a row without labels
+    mask[1, 0] = True
+    compare(loss_fn, args, monkeypatch, label_mask=mask, remove_accidental_hits=True)
+
+
+@pytest.mark.parametrize("loss_fn", LOSSES)
+@pytest.mark.parametrize("strategy", ["mod", "div"])
+def test_native_equals_pure_sharded_and_sparse(loss_fn: Any, strategy: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    args = problem(11, num_true=2, per_example=False, bias=True, shards=3)
+    if strategy == "div":
+        full = torch.cat([s for s in args["weights"]])  # any split of the right sizes
+        sizes = [17, 17, 16]
+        args["weights"] = list(torch.split(full, sizes))
+        args["biases"] = list(torch.split(torch.cat(args["biases"]), sizes))
+    compare(loss_fn, args, monkeypatch, partition_strategy=strategy, sparse_grad=True)
+
+
+@pytest.mark.parametrize("loss_fn", LOSSES)
+def test_native_equals_pure_at_large_width(loss_fn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many logits per row (the lanes' products of 1 + e are flushed every 960), extreme
+    logits (exp underflows, saturated sigmoids), a row dimension with a masked tail."""
+    args = problem(5, num_true=2, per_example=False, bias=True, shards=1, batch=3, dim=37,
+                   classes=3000, sampled=2500)
+    args["inputs"] = args["inputs"] * 8
+    compare(loss_fn, args, monkeypatch, remove_accidental_hits=True)
+
+
+def test_the_native_path_runs_for_float32_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = native.forward
+    monkeypatch.setattr(native, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    args = problem(1, num_true=1, per_example=False, bias=True, shards=1)
+    torchnce.nce_loss(**args)
+    torchnce.nce_loss(**{**args, "inputs": args["inputs"].double(),
+                         "weights": args["weights"].double(), "biases": args["biases"].double()})
+    assert calls == [1]  # float64 stays on the pure path
+
+
+def test_gather_refuses_an_id_out_of_range() -> None:
+    table = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match=r"^ids must be in \[0, 4\)"):
+        native.gather(table, None, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match=r"^ids must be in \[0, 4\)"):
+        native.row_update("sgd", table, torch.tensor([-1]), torch.zeros(1, 3), None, 0.1, 1e-10)
+    assert not table.any()
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adagrad", "rowwise_adagrad"])
+def test_row_update_equals_the_pure_update(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(6, (40,), generator=gen)
+    grads = torch.randn(40, 5, generator=gen)
+    tables = []
+    for use_native in (True, False):
+        update = torchnce.RowUpdate(kind, lr=0.3, initial_accumulator_value=0.2)
+        table = torch.randn(10, 5, generator=torch.Generator().manual_seed(1))
+        update.bind([table], None)
+        with monkeypatch.context() as m:
+            if not use_native:
+                m.setattr(native, "usable", lambda *a: False)
+            for _ in range(3):
+                update.apply_rows([table], update.weight_states, ids, grads, "mod")
+        tables.append((table, [getattr(update, n) for n in update.weight_states]))
+    (got, got_state), (want, want_state) = tables
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    for a, b in zip(got_state, want_state, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
