@@ -1,4 +1,333 @@
-// The candidate samplers of torchnce._sampling on the CPU (uniform, log-uniform, fixed and
-// learned unigram draws with TensorFlow's unique semantics); see samplers.py.
+// The candidate samplers of torchnce._sampling on the CPU: uniform, log-uniform, fixed
+// unigram (an alias table) and learned unigram draws, TensorFlow's unique semantics (its
+// sequential rejection loop) and expected counts, and the learned sampler's update, each call
+// one pass (samplers.py binds them; the pure-PyTorch twins in src/torchnce/_sampling are the
+// oracles).
+//
+// Preconditions (samplers.py checks them; the kernels trust them): every id of true_classes
+// lies in [0, range); 1 <= range < 2⁶²; num_sampled >= 1; with unique, num_sampled distinct ids can be drawn;
+// the tables are contiguous and of the documented dtypes and lengths.
+//
+// The random stream is the pure path's seed= stream (torchnce._sampling.draw.SeedStream), bit
+// for bit: uniform u_i = (mix(i xor key) >> 11) · 2⁻⁵³ for the counters i = offset + 1, ...,
+// where mix(z) = SplitMix64's finaliser of z·φ. Each draw takes one u_i and transforms it as
+// the pure draw does, so a seed= call draws the candidates of the pure path, eager or
+// compiled. A call with a torch.Generator reads one random int64 v from it (in samplers.py)
+// and uses the key SeedStream(v) would.
+//
+// Every function returns num_tries (>= num_sampled), or kTooManyTries when a unique draw
+// needed more than 2³¹ − 1 draws (a range with too few drawable ids; samplers.py raises).
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <vector>
+
+// The loops over ids below are `omp simd` loops (-fopenmp-simd). With g++ and glibc >= 2.35 on
+// x86-64 they call glibc's vector log1p and expm1 (libmvec, which libm's link script
+// brings in): the same results to within an ulp of double, which the float32 roundings that
+// follow absorb (no float32 difference from the scalar functions in 8·10⁶ trials of each
+// use), at 1-2 ns a value instead of 2.5-15 ns. Elsewhere the loops call the scalar ones.
+// (The pure path computes with torch's vectorised functions, within an ulp of double too.)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+extern "C" {
+double log1p(double) noexcept __attribute__((simd("notinbranch")));
+double expm1(double) noexcept __attribute__((simd("notinbranch")));
+}
+#endif
+
+namespace {
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;  // SplitMix64's increment and multipliers
+constexpr uint64_t kMix1 = 0xBF58476D1CE4E5B9ULL;
+constexpr uint64_t kMix2 = 0x94D049BB133111EBULL;
+constexpr uint64_t kKeyXor = 0x5851F42D4C957F2DULL;  // SeedStream's key: (seed·φ) xor this, | 1
+constexpr int64_t kMaxTries = (int64_t{1} << 31) - 1;
+constexpr int64_t kTooManyTries = -2;
+
+// SeedStream.rand: the i-th value (i = 1, 2, ...) is (mix(i xor key) >> 11) · 2⁻⁵³, where
+// mix(z) = SplitMix64's finaliser of z·φ; a stream is its key and the count already taken.
+struct Stream {
+  uint64_t key;
+  uint64_t offset;
+  double uniform(uint64_t i) const {
+    uint64_t z = (i ^ key) * kGolden;
+    z = (z ^ (z >> 30)) * kMix1;
+    z = (z ^ (z >> 27)) * kMix2;
+    z ^= z >> 31;
+    return static_cast<double>(z >> 11) * 0x1.0p-53;
+  }
+};
+
+Stream make_stream(const int64_t* fresh, uint64_t key, uint64_t offset) {
+  if (fresh != nullptr) return {((static_cast<uint64_t>(*fresh) * kGolden) ^ kKeyXor) | 1, 0};
+  return {key, offset};
+}
+
+// trunc(x) clamped to upper − 1, for 0 <= x < 2⁶³ (ranges are below 2⁶²): the pure path's
+// .to(int64).clamp_(max=upper − 1). (A clamp of the integer vectorises; one of x, compared with
+// a libm result, does not with g++ 12.)
+inline int64_t below(double x, int64_t upper) {
+  return std::min<int64_t>(static_cast<int64_t>(x), upper - 1);
+}
+
+// Each sampler maps a uniform u to an id (`id`, as its pure draw does) and gives P(id)
+// (`probability`, TensorFlow's float32 value); kSimd: its loops vectorise.
+
+// uniform_ints: floor(u·range), P(k) = fl32(1 / range) (the division in double).
+struct Uniform {
+  static constexpr bool kSimd = true;
+  int64_t range;
+  int64_t id(double u) const { return below(u * static_cast<double>(range), range); }
+  float probability(int64_t) const { return static_cast<float>(1.0 / static_cast<double>(range)); }
+};
+
+// log_uniform_draw: trunc(expm1(u·log1p(range))) (= ⌊exp(u·log1p(range))⌋ − 1, TensorFlow's
+// draw, but where exp rounds across an integer); P(k) = fl32(log1p(fl((k + 2) / (k + 1)) − 1)
+// / log1p(range)), all in double.
+struct LogUniform {
+  static constexpr bool kSimd = true;
+  int64_t range;
+  double log_range;  // math.log1p(range), from Python
+  int64_t id(double u) const { return below(expm1(u * log_range), range); }
+  float probability(int64_t k) const {
+    const double kd = static_cast<double>(k);
+    return static_cast<float>(log1p((kd + 2.0) / (kd + 1.0) - 1.0) / log_range);
+  }
+};
+
+// alias_draw: x = u·n, column c = trunc(x) (at most n − 1), c if x < threshold[c] (the
+// threshold holds c + the column's share) else alias[c]; P(k) = probs[k].
+struct Alias {
+  static constexpr bool kSimd = true;
+  const double* threshold;
+  const int64_t* alias;
+  const float* probs;
+  int64_t n;
+  int64_t id(double u) const {
+    const double x = u * static_cast<double>(n);
+    const int64_t column = below(x, n);
+    return x < threshold[column] ? column : alias[column];
+  }
+  float probability(int64_t k) const { return probs[k]; }
+};
+
+// LearnedUnigramSampler._draw: r = floor(u·W); below the static total C + base_total, the
+// smallest i with base_cum[i] > r (base_cum the cumulative static counts; r itself while
+// they are all 1), else the recent class recent[r − static total]. P(k) = fl32(w_k) / fl32(W).
+struct Learned {
+  static constexpr bool kSimd = false;
+  const int32_t* counts;
+  const int64_t* base_cum;  // [range] when base_total > 0
+  const int32_t* recent;    // [recent_len]
+  int64_t range, base_total, recent_len, total;
+  int64_t id(double u) const {
+    const int64_t r = below(u * static_cast<double>(total), total);
+    const int64_t fixed = range + base_total;
+    if (r < fixed) {
+      if (base_total == 0) return r;
+      return std::upper_bound(base_cum, base_cum + range, r) - base_cum;
+    }
+    return recent[std::min(r - fixed, recent_len - 1)];
+  }
+  float probability(int64_t k) const {
+    return static_cast<float>(counts[k]) / static_cast<float>(total);
+  }
+};
+
+// The ids of the stream's values first + 1, ..., first + n (after its offset).
+template <class Dist>
+void draw(const Dist& dist, const Stream& stream, uint64_t first, int64_t n, int64_t* ids) {
+  const uint64_t start = stream.offset + first + 1;
+  if constexpr (Dist::kSimd) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) ids[i] = dist.id(stream.uniform(start + i));
+  } else {
+    for (int64_t i = 0; i < n; ++i) ids[i] = dist.id(stream.uniform(start + i));
+  }
+}
+
+// The ids drawn so far, for the rejection loop: open addressing over a power-of-two table at
+// most half full, -1 for an empty slot (ids are >= 0).
+class IdSet {
+ public:
+  explicit IdSet(int64_t size) {
+    uint64_t slots = 16;
+    while (slots < 2 * static_cast<uint64_t>(size)) slots *= 2;
+    mask_ = slots - 1;
+    table_.assign(slots, -1);
+  }
+  bool insert(int64_t id) {  // whether id is new
+    for (uint64_t h = (static_cast<uint64_t>(id) * kGolden) >> 20;; ++h) {
+      int64_t& slot = table_[h & mask_];
+      if (slot == id) return false;
+      if (slot < 0) {
+        slot = id;
+        return true;
+      }
+    }
+  }
+
+ private:
+  uint64_t mask_;
+  std::vector<int64_t> table_;
+};
+
+// The candidates and num_tries: unique=False is num_sampled draws (num_tries = num_sampled);
+// unique=True is TensorFlow's loop (§6.3): draw until num_sampled distinct ids, keep them in
+// first-seen order, num_tries = every draw. The loop draws in blocks (the stream's values are
+// independent of each other, so a block is the loop's next draws): the first of S + 16, each
+// next one sized by the rate of new ids so far (with a quarter more), the last one's unused
+// tail left over.
+template <class Dist>
+int64_t draw_candidates(const Dist& dist, const Stream& stream, int64_t num_sampled,
+                        bool unique, int64_t* candidates) {
+  if (!unique) {
+    draw(dist, stream, 0, num_sampled, candidates);
+    return num_sampled;
+  }
+  IdSet seen(num_sampled);
+  std::vector<int64_t> block;
+  int64_t tries = 0, found = 0, size = num_sampled + 16;
+  while (tries < kMaxTries) {
+    block.resize(size);
+    draw(dist, stream, tries, size, block.data());
+    for (int64_t i = 0; i < size; ++i) {
+      if (!seen.insert(block[i])) continue;
+      candidates[found++] = block[i];
+      if (found == num_sampled) return tries + i + 1;
+    }
+    tries += size;
+    const double rate = static_cast<double>(std::max<int64_t>(found, 1)) / tries;
+    size = std::min<int64_t>(1.25 * (num_sampled - found) / rate + 16, 1 << 20);
+  }
+  return kTooManyTries;
+}
+
+// ExpectedCountHelper (docs/tf-semantics.md §6.4) for ids [n] into out [n], with the pure
+// path's rounding points: Q = fl32(p·S) when num_tries = S, else
+// −fl32(expm1(fl32(fl32(log1p(−p))·fl32(num_tries)))).
+template <class Dist>
+void expected_counts(const Dist& dist, const int64_t* ids, int64_t n, int64_t tries,
+                     int64_t num_sampled, float* out) {
+  if (tries == num_sampled) {
+    const float s = static_cast<float>(num_sampled);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = dist.probability(ids[i]) * s;
+    return;
+  }
+  const float t = static_cast<float>(tries);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float log_miss = static_cast<float>(log1p(-static_cast<double>(dist.probability(ids[i]))));
+    out[i] = -static_cast<float>(expm1(static_cast<double>(log_miss * t)));
+  }
+}
+
+// The draw, then both expected counts.
+template <class Dist>
+int64_t sample(const Dist& dist, const Stream& stream, int64_t num_sampled, bool unique,
+               const int64_t* true_classes, int64_t num_true_ids, int64_t* candidates,
+               float* true_count, float* sampled_count) {
+  const int64_t tries = draw_candidates(dist, stream, num_sampled, unique, candidates);
+  if (tries < 0) return tries;
+  expected_counts(dist, true_classes, num_true_ids, tries, num_sampled, true_count);
+  expected_counts(dist, candidates, num_sampled, tries, num_sampled, sampled_count);
+  return tries;
+}
+
+// The uniform sampler's counts are one value.
+int64_t sample_uniform(const Uniform& dist, const Stream& stream, int64_t num_sampled,
+                       bool unique, int64_t num_true_ids, int64_t* candidates, float* true_count,
+                       float* sampled_count) {
+  const int64_t tries = draw_candidates(dist, stream, num_sampled, unique, candidates);
+  if (tries < 0) return tries;
+  const int64_t any_id = 0;
+  float q;
+  expected_counts(dist, &any_id, 1, tries, num_sampled, &q);
+  std::fill(true_count, true_count + num_true_ids, q);
+  std::fill(sampled_count, sampled_count + num_sampled, q);
+  return tries;
+}
+
+}  // namespace
+
+extern "C" {
+
+// One call of a sampler kernel, as samplers.py fills it (its ctypes Structure _Call mirrors
+// this layout); each kernel reads the shared fields and its sampler's own.
+struct TorchnceSamplerCall {
+  const int64_t* true_classes;  // int64 [num_true_ids], the row-major [B, T] true classes
+  int64_t num_true_ids;
+  int64_t num_sampled;
+  int64_t unique;
+  const int64_t* fresh;  // a random int64 read from a torch.Generator, or null; then
+  uint64_t key;          //   the key
+  uint64_t offset;       //   and the offset of a SeedStream
+  int64_t* candidates;   // out: int64 [num_sampled]
+  float* true_count;     // out: float32 [num_true_ids]
+  float* sampled_count;  // out: float32 [num_sampled]
+  int64_t range;         // the number of classes (of the fixed sampler's table)
+  double log_range;      // log-uniform: math.log1p(range)
+  const double* threshold;  // fixed: FixedUnigramSampler's alias table and probabilities
+  const int64_t* alias;
+  const float* probs;
+  int32_t* counts;          // learned: the counts [range], updated in place;
+  const int64_t* base_cum;  //   the static cumulative counts [range] when base_total > 0;
+  int32_t* recent;          //   the recent classes [recent_len] (and room for `add` more);
+  int64_t base_total;       //   the static counts' total minus range;
+  int64_t recent_len;
+  int64_t total;            //   W;
+  int64_t add;              //   how many of the true classes to add (row-major);
+  int64_t append;           //   whether they join the recent classes;
+  int64_t* total_dev;       //   W on the device (int64 scalar), grows by add.
+};
+
+int64_t torchnce_uniform_sample(const TorchnceSamplerCall* c) {
+  return sample_uniform(Uniform{c->range}, make_stream(c->fresh, c->key, c->offset),
+                        c->num_sampled, c->unique != 0, c->num_true_ids, c->candidates,
+                        c->true_count, c->sampled_count);
+}
+
+int64_t torchnce_log_uniform_sample(const TorchnceSamplerCall* c) {
+  return sample(LogUniform{c->range, c->log_range}, make_stream(c->fresh, c->key, c->offset),
+                c->num_sampled, c->unique != 0, c->true_classes, c->num_true_ids,
+                c->candidates, c->true_count, c->sampled_count);
+}
+
+int64_t torchnce_alias_sample(const TorchnceSamplerCall* c) {
+  return sample(Alias{c->threshold, c->alias, c->probs, c->range},
+                make_stream(c->fresh, c->key, c->offset), c->num_sampled, c->unique != 0,
+                c->true_classes, c->num_true_ids, c->candidates, c->true_count,
+                c->sampled_count);
+}
+
+// The learned sampler's draw from its state, then its update: the first `add` true classes
+// each add 1 to their count and, with `append`, follow the recent classes.
+int64_t torchnce_learned_sample(const TorchnceSamplerCall* c) {
+  const Learned dist{c->counts, c->base_cum, c->recent, c->range, c->base_total,
+                     c->recent_len, c->total};
+  const int64_t tries = sample(dist, make_stream(c->fresh, c->key, c->offset), c->num_sampled,
+                               c->unique != 0, c->true_classes, c->num_true_ids,
+                               c->candidates, c->true_count, c->sampled_count);
+  if (tries < 0) return tries;
+  for (int64_t i = 0; i < c->add; ++i) ++c->counts[c->true_classes[i]];
+  if (c->append != 0)
+    for (int64_t i = 0; i < c->add; ++i)
+      c->recent[c->recent_len + i] = static_cast<int32_t>(c->true_classes[i]);
+  *c->total_dev += c->add;
+  return tries;
+}
+
+// The range check of the true classes: whether every id of ids int64 [n] lies in [0, upper).
+int torchnce_ids_in_range(const int64_t* ids, int64_t n, int64_t upper) {
+  int64_t lo = 0, hi = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    lo = std::min(lo, ids[i]);
+    hi = std::max(hi, ids[i]);
+  }
+  return lo >= 0 && hi < upper;
+}
+
+}  // extern "C"

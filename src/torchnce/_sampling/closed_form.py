@@ -14,8 +14,11 @@ import torch
 from torch._subclasses.fake_tensor import is_fake
 
 from torchnce._common.types import SampledValues
+from torchnce._native import samplers as native
+from torchnce._sampling import fast
 from torchnce._sampling.draw import (
     Rng,
+    call_stream,
     f32,
     gather,
     sample_values,
@@ -128,6 +131,10 @@ def uniform_values(
     generator: Rng | None,
 ) -> SampledValues:
     """The uniform sampler's draw and expected counts (validated arguments)."""
+    if fast.runs(true_classes) and range_max < native.RANGE_LIMIT:
+        return fast.values(native.uniform(true_classes, num_sampled, unique, range_max,
+                                          generator))
+    generator = call_stream(generator, true_classes.device)
     return sample_values(
         true_classes,
         num_sampled,
@@ -146,6 +153,10 @@ def log_uniform_values(
     generator: Rng | None,
 ) -> SampledValues:
     """The log-uniform sampler's draw and expected counts (validated arguments)."""
+    if fast.runs(true_classes) and range_max < native.RANGE_LIMIT:
+        return fast.values(native.log_uniform(true_classes, num_sampled, unique, range_max,
+                                              math.log1p(range_max), generator))
+    generator = call_stream(generator, true_classes.device)
     return sample_values(
         true_classes,
         num_sampled,

@@ -30,6 +30,8 @@ from torchnce._common.checks import (
     range_too_small,
 )
 from torchnce._common.types import SampledValues
+from torchnce._native import samplers as native
+from torchnce._sampling import fast
 from torchnce._sampling.unique import Draw, UniquePlan, draw_unique
 
 Probability = Callable[[torch.Tensor], torch.Tensor]
@@ -40,6 +42,7 @@ _SEARCH_CHUNK = 200  # torch.searchsorted's parallel grain size
 
 _GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment and multipliers
 _MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_KEY_XOR = 0x5851F42D4C957F2D
 
 
 def _signed(c: int) -> int:
@@ -57,12 +60,20 @@ class SeedStream:
     """The random stream of ``seed=``: SplitMix64's mixer (Steele et al. 2014) of a counter, in
     int64 tensor ops (wrapping products), so that ``torch.compile`` traces it: torch 2.13's dynamo
     cannot trace a random op given an explicit ``torch.Generator``. Each call of ``rand``
-    continues the stream, so a seeded call draws the same ids eager and compiled."""
+    continues the stream, so a seeded call draws the same ids eager and compiled.
 
-    def __init__(self, seed: int) -> None:
+    ``seed`` is an int, or an int64 scalar tensor (a seed drawn from a generator on the
+    device: see :func:`call_stream`); the native kernels compute the same stream.
+    """
+
+    def __init__(self, seed: int | torch.Tensor) -> None:
         # Never 0, so that the xor below stays (inductor folds ``arange·c + d`` into an index
         # expression and gets it wrong for 64-bit wrapping values; an xor first avoids that).
-        self.key = _signed((seed * _GOLDEN) ^ 0x5851F42D4C957F2D) | 1
+        self.key: int | torch.Tensor
+        if isinstance(seed, torch.Tensor):
+            self.key = (seed * _signed(_GOLDEN) ^ _signed(_KEY_XOR)) | 1
+        else:
+            self.key = _signed((seed * _GOLDEN) ^ _KEY_XOR) | 1
         self.offset = 0
 
     def rand(self, n: int, device: torch.device) -> torch.Tensor:
@@ -78,6 +89,21 @@ class SeedStream:
 
 
 Rng = torch.Generator | SeedStream
+
+
+def call_stream(rng: Rng | None, device: torch.device) -> Rng | None:
+    """The stream one sampler call on ``device`` draws from (its pure path).
+
+    On CPU a ``torch.Generator`` (None: torch's default) gives one random int64
+    (``torch.randint`` over the whole range, which dynamo traces for the default generator),
+    which seeds a :class:`SeedStream`: what the native kernels draw (``torchnce._sampling.fast``),
+    so a call draws the same candidates on either path, eager or compiled. Elsewhere, and for
+    a ``SeedStream``, ``rng`` itself.
+    """
+    if device.type != "cpu" or isinstance(rng, SeedStream):
+        return rng
+    low, high = native.SEED_RANGE
+    return SeedStream(torch.randint(low, high, (), generator=rng))
 
 
 def uniform_doubles(n: int, rng: Rng | None, device: torch.device) -> torch.Tensor:
@@ -121,7 +147,8 @@ def check_true_classes(
     """Validate in TensorFlow's kernel order and return ``true_classes`` as int64 ``[B, T]``.
 
     Reads the ids on CPU (a device-side assertion elsewhere) to check that they lie in
-    ``[0, range_max)``.
+    ``[0, range_max)``; on the native path (``fast.runs``) with one native pass, the error
+    coming from the pure check. A non-contiguous ``tc`` is made contiguous there.
     """
     tc = as_int_tensor("true_classes", true_classes)
     if tc.dim() != 2:
@@ -136,7 +163,13 @@ def check_true_classes(
         )
     if unique and num_sampled > range_max:
         raise range_too_small(num_sampled, f"range_max ({range_max}) when unique=True")
-    check_ids_in_range("true_classes", tc, range_max)
+    if not fast.runs(tc):
+        check_ids_in_range("true_classes", tc, range_max)
+        return tc
+    if not tc.is_contiguous():
+        tc = tc.contiguous()
+    if not native.ids_in_range(tc, range_max):
+        check_ids_in_range("true_classes", tc, range_max)  # raises the error
     return tc
 
 

@@ -13,6 +13,8 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from torchnce._common.checks import check_int, range_too_small
 from torchnce._common.types import SampledValues
+from torchnce._native import samplers as native
+from torchnce._sampling import fast
 from torchnce._sampling.draw import (
     Rng,
     check_ids,
@@ -145,6 +147,9 @@ class FixedUnigramSampler(CandidateSampler):
             raise range_too_small(num_sampled, "the number of classes the sampler can draw"
                                   f" ({self._drawable}) when unique=True")
         check_same_device("true_classes", tc, self.probs)
+        if fast.runs(tc) and type(self.probs) is torch.Tensor:
+            return fast.values(native.alias(self.threshold, self.alias, self.probs, tc,
+                                            num_sampled, unique, gen))
         return sample_values(
             tc,
             num_sampled,

@@ -15,9 +15,12 @@ from typing import Any, final
 import torch
 
 from torchnce._common.types import SampledValues
+from torchnce._native import samplers as native
+from torchnce._sampling import fast
 from torchnce._sampling.draw import (
     UNIGRAM_RANGE_LIMIT,
     Rng,
+    call_stream,
     check_ids,
     check_range_max,
     check_same_device,
@@ -105,9 +108,34 @@ class LearnedUnigramSampler(CandidateSampler):
         self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: Rng | None
     ) -> SampledValues:
         check_same_device("true_classes", tc, self.counts)
+        if fast.runs(tc) and type(self.counts) is torch.Tensor:
+            return self._sample_native(tc, num_sampled, unique, gen)
         block = lambda: self._plan(num_sampled)  # noqa: E731
-        values = sample_values(tc, num_sampled, unique, self._draw(gen), self._probability, block)
+        draw = self._draw(call_stream(gen, tc.device))
+        values = sample_values(tc, num_sampled, unique, draw, self._probability, block)
         self._update(tc.reshape(-1))
+        return values
+
+    def _sample_native(
+        self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: Rng | None
+    ) -> SampledValues:
+        """``_sample`` in one native call: the draw, the expected counts and ``_update``
+        (the recent classes' buffer grown first, the fold after)."""
+        add = max(min(tc.numel(), UNIGRAM_RANGE_LIMIT - self._total), 0)
+        end = self._recent_len + add
+        append = add > 0 and end <= self._fold_at
+        if append:
+            self._reserve(end)
+        state = (self._base_total, self._recent_len, self._total, add, append)
+        values = fast.values(native.learned(self.counts, self._base_cum, self._recent,
+                                            self._total_dev, state, tc, num_sampled, unique,
+                                            gen))
+        if add:
+            self._total += add
+            if append:
+                self._recent_len = end
+            else:
+                self._fold()
         return values
 
     def _draw(self, gen: Rng | None) -> Draw:
@@ -137,13 +165,18 @@ class LearnedUnigramSampler(CandidateSampler):
         if end > self._fold_at:
             self._fold()
             return
+        self._reserve(end)
+        self._recent.narrow(0, self._recent_len, ids.numel()).copy_(ids)
+        self._recent_len = end
+
+    def _reserve(self, end: int) -> None:
+        """Grow the recent classes' buffer to hold ``end`` of them (doubling, at least 1024,
+        at most the fold's size)."""
         if end > self._recent.numel():
             size = min(max(2 * end, 1024), self._fold_at)
             grown = torch.empty(size, dtype=torch.int32, device=self.counts.device)
             grown[: self._recent_len] = self._recent[: self._recent_len]
             self._recent = grown
-        self._recent.narrow(0, self._recent_len, ids.numel()).copy_(ids)
-        self._recent_len = end
 
     def _fold(self) -> None:
         """Fold the recent classes into the static cumulative sum (O(C))."""
@@ -208,5 +241,5 @@ class LearnedUnigramSampler(CandidateSampler):
                 f" got {type(recent).__name__}"
             )
         ids = check_ids(recent, self.range_max)
-        self._recent = ids.to(device=self.counts.device, dtype=torch.int32)
+        self._recent = ids.to(device=self.counts.device, dtype=torch.int32).contiguous()
         self._recent_len = self._recent.numel()

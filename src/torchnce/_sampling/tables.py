@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from torchnce._sampling.draw import Rng, uniform_doubles
+from torchnce._sampling.draw import Rng, call_stream, uniform_doubles
 from torchnce._sampling.unique import Draw
 
 _F32_MIN_ULP = 2.0**-149
@@ -224,8 +224,10 @@ def alias_table(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def alias_draw(
     threshold: torch.Tensor, alias: torch.Tensor, generator: Rng | None
 ) -> Draw:
-    """``n ↦`` ``n`` ids from an alias table (one uniform double per id)."""
+    """``n ↦`` ``n`` ids from an alias table (one uniform double per id), from the stream
+    of ``call_stream`` (as ``FixedUnigramSampler`` draws, on either path)."""
     size = threshold.numel()
+    generator = call_stream(generator, threshold.device)
 
     def draw(n: int) -> torch.Tensor:
         u = uniform_doubles(n, generator, threshold.device)

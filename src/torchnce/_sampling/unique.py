@@ -114,7 +114,7 @@ def _loop(draw: Draw, num_sampled: int, x: torch.Tensor) -> tuple[torch.Tensor, 
     found, tries, block = x.index_select(0, first), x.numel(), max(x.numel(), 16)
     while True:
         if tries + block >= _MAX_TRIES:
-            raise RuntimeError(f"unique sampling needed more than {_MAX_TRIES} draws")
+            raise too_many_tries()
         y = draw(block)
         first = first_occurrences(y)
         first = first[~torch.isin(y.index_select(0, first), found)]
@@ -124,6 +124,11 @@ def _loop(draw: Draw, num_sampled: int, x: torch.Tensor) -> tuple[torch.Tensor, 
             return torch.cat((found, y.index_select(0, pos))), tries + int(pos[-1]) + 1
         found, tries = torch.cat((found, y.index_select(0, first))), tries + block
         block = min(2 * block, _MAX_LOOP_BLOCK)
+
+
+def too_many_tries() -> RuntimeError:
+    """The error of a rejection loop that gave up (too few drawable ids for ``S``)."""
+    return RuntimeError(f"unique sampling needed more than {_MAX_TRIES} draws")
 
 
 def unique_plan(

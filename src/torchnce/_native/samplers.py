@@ -1,0 +1,163 @@
+"""The bindings of the candidate-sampler kernels (``samplers.cpp``): one call per sample.
+
+Each function takes validated arguments (``torchnce._sampling`` checks every one before the
+call, the ids' range included) and returns the ``SampledValues`` and ``num_tries``, which is
+negative (:data:`TOO_MANY_TRIES`) where a unique draw gave up after 2³¹ − 1 draws. ``rng`` is
+a ``torch.Generator``, None (torch's default CPU generator) or a seed stream (an object with
+integer ``key`` and ``offset``, ``torchnce._sampling.draw.SeedStream``, whose offset moves past
+the ``num_tries`` values the call took).
+
+A call costs a few microseconds of Python, measured part by part in docs/native.md: the
+arguments go to the kernel in one ctypes ``Structure`` of this thread's (a ctypes call
+converts each argument, ~0.1 µs apiece), the outputs are made by ``new_empty`` (no
+keyword parsing), and a generator gives one random int64 per call (one ``random_``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Any, NamedTuple
+
+import torch
+
+from torchnce._common.types import SampledValues
+from torchnce._native.build import kernel, load
+
+TOO_MANY_TRIES = -2
+SEED_RANGE = (-(2**63), 2**63 - 1)  # a call's seed, as torchnce._sampling.draw draws it
+RANGE_LIMIT = 1 << 62  # the largest range the kernels take (int64 arithmetic on range + 1)
+
+_P, _I, _U = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64
+_MASK = (1 << 64) - 1
+
+
+class _Call(ctypes.Structure):
+    """``TorchnceSamplerCall`` of ``samplers.cpp``, field for field."""
+
+    _fields_ = [
+        ("true_classes", _P), ("num_true_ids", _I), ("num_sampled", _I), ("unique", _I),
+        ("fresh", _P), ("key", _U), ("offset", _U),
+        ("candidates", _P), ("true_count", _P), ("sampled_count", _P),
+        ("range", _I), ("log_range", ctypes.c_double),
+        ("threshold", _P), ("alias", _P), ("probs", _P),
+        ("counts", _P), ("base_cum", _P), ("recent", _P), ("base_total", _I),
+        ("recent_len", _I), ("total", _I), ("add", _I), ("append", _I), ("total_dev", _P),
+    ]
+
+
+class _Kernels(NamedTuple):
+    uniform: Any
+    log_uniform: Any
+    alias: Any
+    learned: Any
+    ids_in_range: Any
+
+
+_kernels: _Kernels | None = None
+_local = threading.local()
+_FLOAT = torch.empty(0, dtype=torch.float32)  # new_empty's prototype for the counts
+
+
+def available() -> bool:
+    """Whether the native kernels are built and loaded (see ``torchnce.native_available``)."""
+    return load()[0] is not None
+
+
+def _bound() -> _Kernels:
+    global _kernels
+    if _kernels is None:
+        call = [ctypes.POINTER(_Call)]
+        _kernels = _Kernels(
+            kernel("torchnce_uniform_sample", call, _I),
+            kernel("torchnce_log_uniform_sample", call, _I),
+            kernel("torchnce_alias_sample", call, _I),
+            kernel("torchnce_learned_sample", call, _I),
+            kernel("torchnce_ids_in_range", [_P, _I, _I], ctypes.c_int),
+        )
+    return _kernels
+
+
+def ids_in_range(ids: torch.Tensor, upper: int) -> bool:
+    """Whether every id of a contiguous int64 CPU tensor lies in ``[0, upper)``."""
+    return bool((_kernels or _bound()).ids_in_range(ids.data_ptr(), ids.numel(), upper))
+
+
+def _start(tc: torch.Tensor, num_sampled: int, unique: bool,
+           rng: object) -> tuple[_Call, SampledValues]:
+    """This thread's call with the shared fields filled, and the outputs it writes."""
+    call = getattr(_local, "call", None)
+    if call is None:
+        call = _local.call = _Call()
+        _local.seed = torch.empty(1, dtype=torch.int64)
+    rows, cols = tc.shape
+    out = SampledValues(tc.new_empty(num_sampled), _FLOAT.new_empty(rows, cols),
+                        _FLOAT.new_empty(num_sampled))
+    call.true_classes, call.num_true_ids = tc.data_ptr(), rows * cols
+    call.num_sampled, call.unique = num_sampled, unique
+    call.candidates = out[0].data_ptr()
+    call.true_count, call.sampled_count = out[1].data_ptr(), out[2].data_ptr()
+    if rng is None or isinstance(rng, torch.Generator):
+        seed = _local.seed
+        seed.random_(*SEED_RANGE, generator=rng)  # torch.randint(*SEED_RANGE, ()) does this
+        call.fresh = seed.data_ptr()
+    else:
+        call.fresh, call.key, call.offset = None, rng.key & _MASK, rng.offset  # type: ignore[attr-defined]
+    return call, out
+
+
+def _finish(values: SampledValues, tries: int, rng: object) -> tuple[SampledValues, int]:
+    if tries > 0 and rng is not None and not isinstance(rng, torch.Generator):
+        rng.offset += tries  # type: ignore[attr-defined]
+    return values, tries
+
+
+def uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
+            rng: object) -> tuple[SampledValues, int]:
+    """``uniform_values`` of ``torchnce._sampling.closed_form`` (contiguous int64 ``tc``)."""
+    call, out = _start(tc, num_sampled, unique, rng)
+    call.range = range_max
+    return _finish(out, (_kernels or _bound()).uniform(call), rng)
+
+
+def log_uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
+                log_range: float, rng: object) -> tuple[SampledValues, int]:
+    """``log_uniform_values``; ``log_range`` is ``math.log1p(range_max)``."""
+    call, out = _start(tc, num_sampled, unique, rng)
+    call.range, call.log_range = range_max, log_range
+    return _finish(out, (_kernels or _bound()).log_uniform(call), rng)
+
+
+def alias(threshold: torch.Tensor, alias_: torch.Tensor, probs: torch.Tensor,
+          tc: torch.Tensor, num_sampled: int, unique: bool,
+          rng: object) -> tuple[SampledValues, int]:
+    """``FixedUnigramSampler``'s draw from its tables (contiguous CPU float64, int64 and
+    float32 ``[n]``)."""
+    call, out = _start(tc, num_sampled, unique, rng)
+    call.threshold, call.alias, call.probs = (threshold.data_ptr(), alias_.data_ptr(),
+                                              probs.data_ptr())
+    call.range = probs.numel()
+    return _finish(out, (_kernels or _bound()).alias(call), rng)
+
+
+def learned(counts: torch.Tensor, base_cum: torch.Tensor, recent: torch.Tensor,
+            total_dev: torch.Tensor, state: tuple[int, int, int, int, bool],
+            tc: torch.Tensor, num_sampled: int, unique: bool,
+            rng: object) -> tuple[SampledValues, int]:
+    """``LearnedUnigramSampler``'s draw, then its update.
+
+    Args:
+        counts: int32 ``[C]``, updated in place; base_cum: int64 ``[C]``, the cumulative
+            static counts (read only when ``base_total > 0``); recent: int32, the classes
+            added since the last fold, with room for ``add`` more when ``append``;
+            total_dev: int64 scalar, ``W``, grows by ``add`` (all contiguous, CPU).
+        state: ``(base_total, recent_len, total, add, append)``: the static counts' total
+            minus ``C``, the number of recent classes, ``W``, how many true classes to add
+            (row-major), whether they join the recent classes.
+    """
+    call, out = _start(tc, num_sampled, unique, rng)
+    call.counts, call.base_cum, call.recent = (counts.data_ptr(), base_cum.data_ptr(),
+                                               recent.data_ptr())
+    call.range, call.total_dev = counts.numel(), total_dev.data_ptr()
+    call.base_total, call.recent_len, call.total, call.add, call.append = state
+    return _finish(out, (_kernels or _bound()).learned(call), rng)

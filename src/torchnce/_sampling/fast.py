@@ -1,0 +1,42 @@
+"""The native path of the samplers: when it runs.
+
+A sampler call on eager CPU tensors runs its whole draw (TensorFlow's rejection loop for
+``unique=True``), its expected counts and the learned sampler's update in one native call
+(``torchnce._native.samplers``, docs/native.md); everywhere else the pure-PyTorch path of
+this package runs, unchanged: on other devices, on ``meta`` and FakeTensors, under
+``torch.compile`` or any dispatch mode, where value checks may not read the host
+(``HOST_READS_ON_CPU``), with ``TORCHNCE_NATIVE=0``, or where the kernels could not be built.
+Both paths draw from the same distributions with the same expected counts.
+
+The stream: a ``seed=`` call draws the pure path's :class:`SeedStream` values bit for bit,
+so it gives the same candidates on both paths, eager and compiled (the log-uniform draw
+``exp`` against the pure path's ``expm1`` aside, which differ where they round across an
+integer); a call with a ``torch.Generator`` (or the default one) takes one random int64 from
+it and draws the stream of that seed (the pure path instead takes ``N`` doubles from the
+generator: the same distribution, other candidates).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torchnce._common import checks
+from torchnce._common.types import SampledValues
+from torchnce._native import samplers as native
+from torchnce._sampling.unique import too_many_tries
+
+ENABLED = True  # False: the pure path everywhere (the tests' switch)
+
+
+def runs(tc: torch.Tensor) -> bool:
+    """Whether a call on the validated true classes ``tc`` takes the native path."""
+    return (ENABLED and type(tc) is torch.Tensor and tc.is_cpu and checks.HOST_READS_ON_CPU
+            and not torch.compiler.is_compiling() and not torch._C._len_torch_dispatch_stack()
+            and native.available())
+
+
+def values(result: tuple[SampledValues, int]) -> SampledValues:
+    """A kernel's values; raises the pure path's error where its unique draw gave up."""
+    if result[1] < 0:
+        raise too_many_tries()
+    return result[0]
