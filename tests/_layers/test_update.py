@@ -275,3 +275,19 @@ def test_second_backward_of_the_same_graph_raises() -> None:
     with pytest.raises(RuntimeError, match=r"^update: this step's rows were already updated"):
         loss.backward()
     assert torch.equal(layer.weight, after_one)
+
+
+def test_under_torch_compile_the_update_runs_eagerly() -> None:
+    """A graph break (not fullgraph): the compiled module steps equal the eager ones."""
+    data = batches(3)
+    layers = []
+    for compiled in (False, True):
+        torch.manual_seed(3)
+        layer = torchnce.NCELoss(C, D, S, update=torchnce.RowUpdate("adagrad", lr=0.1))
+        call = torch.compile(layer, backend="aot_eager") if compiled else layer
+        for x, y, values in data:
+            call(x, y, sampled_values=values).backward()
+        layers.append(layer)
+    for (name, p), q in zip(layers[0].state_dict().items(), layers[1].state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(q, p, msg=name)

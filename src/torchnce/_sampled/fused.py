@@ -409,9 +409,11 @@ def fused_sampled_loss(problem: Problem, spec: LossSpec, update: Any = None) -> 
     return fused_loss(problem.inputs, weight, bias, plan)
 
 
+@torch.compiler.disable  # the update mutates the tables in backward: eager, a graph break
 def _updated_in_backward(problem: Problem, spec: LossSpec, update: Any, ids: torch.Tensor
                          ) -> torch.Tensor:
-    """The fused node with the tables as detached inputs and the row update in backward."""
+    """The fused node with the tables as detached inputs and the row update in backward
+    (run eagerly under ``torch.compile``: a graph break, so not with ``fullgraph=True``)."""
     classes = problem.classes
     weights, biases = problem.weights, problem.biases
     with torch.no_grad():
