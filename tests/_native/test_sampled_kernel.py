@@ -160,3 +160,73 @@ def test_row_update_equals_the_pure_update(kind: str, monkeypatch: pytest.Monkey
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     for a, b in zip(got_state, want_state, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+# The custom operators (torchnce._sampled.ops).
+
+def op_args(dtype: torch.dtype, per_example: bool, given_rows: bool = False) -> tuple[Any, ...]:
+    gen = torch.Generator().manual_seed(4)
+    batch, dim, classes, num_true, sampled = 5, 7, 30, 2, 6
+    x = torch.randn(batch, dim, generator=gen, dtype=dtype)
+    w = torch.randn(classes, dim, generator=gen, dtype=dtype)
+    b = torch.randn(classes, generator=gen, dtype=dtype)
+    shape = (batch, num_true + sampled) if per_example else (batch * num_true + sampled,)
+    ids = torch.randint(classes, shape, generator=gen).reshape(-1)
+    lq_true = torch.rand(batch, num_true, generator=gen, dtype=dtype).log()
+    lq_sampled = torch.rand((batch, sampled) if per_example else (sampled,), generator=gen,
+                            dtype=dtype).log()
+    hits = torch.rand(batch, sampled, generator=gen) < 0.2
+    mask = torch.rand(batch, num_true, generator=gen) < 0.7
+    width = num_true + sampled if per_example else 0
+    if given_rows:
+        return (x, w[ids].clone(), b[ids].clone(), None, None, lq_true, lq_sampled, hits, mask,
+                num_true, width, False)
+    return (x, w, b, ids, ids, lq_true, lq_sampled, hits, mask, num_true, width, True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("per_example", [False, True])
+@pytest.mark.parametrize("given_rows", [False, True])
+def test_the_ops_pass_opcheck(dtype: torch.dtype, per_example: bool, given_rows: bool) -> None:
+    """Schema, fake implementation, no aliasing of inputs, dispatch: torch.library.opcheck."""
+    args = op_args(dtype, per_example, given_rows)
+    torch.library.opcheck(torch.ops.torchnce.fused_forward.default, args,
+                          test_utils=("test_schema", "test_faketensor"))
+    _, dlogits, rows = torch.ops.torchnce.fused_forward(*args)
+    x, num_true, width = args[0], args[9], args[10]
+    for need in ((True, True, True), (False, True, False)):
+        torch.library.opcheck(torch.ops.torchnce.fused_backward.default,
+                              (dlogits, x, rows, num_true, width, *need),
+                              test_utils=("test_schema", "test_faketensor"))
+
+
+def test_torch_compile_sees_each_op_as_one_node() -> None:
+    graphs = []
+
+    def backend(gm: torch.fx.GraphModule, example: Any) -> Any:
+        graphs.append(gm)
+        return make_boxed_func(gm.forward)
+
+    w = torch.randn(40, 8, requires_grad=True)
+    x = torch.randn(6, 8, requires_grad=True)
+    values = (torch.randint(40, (5,)), torch.rand(6, 1) + 0.1, torch.rand(5) + 0.1)
+
+    def step(y: torch.Tensor) -> torch.Tensor:
+        return torchnce.nce_loss(w, None, y, x, 5, 40, sampled_values=values).sum()
+
+    from functorch.compile import make_boxed_func
+    from torch._functorch.aot_autograd import aot_module_simplified
+
+    def aot(gm: torch.fx.GraphModule, example: Any) -> Any:
+        return aot_module_simplified(gm, example, fw_compiler=backend, bw_compiler=backend)
+
+    compiled = torch.compile(step, fullgraph=True, backend=aot)
+    y = torch.randint(40, (6, 1))
+    loss = compiled(y)
+    loss.backward()
+    names = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert "torchnce.fused_forward.default" in names
+    assert "torchnce.fused_backward.default" in names
+    assert not any(name.startswith(("aten.mm", "aten.addmm", "aten.sigmoid")) for name in names)
+    eager = torchnce.nce_loss(w, None, y, x, 5, 40, sampled_values=values).sum()
+    torch.testing.assert_close(loss, eager)

@@ -23,6 +23,7 @@ from torchnce._common.labels import true_targets
 from torchnce._common.lookup import lookup, sparse_rows
 from torchnce._common.types import LossKind
 from torchnce._native import sampled as native
+from torchnce._sampled import ops
 from torchnce._sampled.logits import all_ids, compose_logits, log_q, work_dtype
 from torchnce._sampled.problem import Classes, Problem
 from torchnce._sampled.spec import LossSpec
@@ -301,6 +302,59 @@ def _native_grads(
     return grad_x, grad_rows, grad_bias
 
 
+def _forward_op(
+    inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+    w_ids: torch.Tensor | None, b_ids: torch.Tensor | None, log_q_true: torch.Tensor | None,
+    log_q_sampled: torch.Tensor | None, hits: torch.Tensor | None,
+    label_mask: torch.Tensor | None, num_true: int, width: int, softmax: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torchnce::fused_forward`` (ops.py): native for float32 CPU, else pure."""
+    log_qs = None if log_q_true is None or log_q_sampled is None else (log_q_true, log_q_sampled)
+    plan = FusedPlan(w_ids, b_ids, log_qs, hits, label_mask, num_true, width or None,
+                     "softmax" if softmax else "sigmoid", False)
+    if _native_ok(inputs, weight, bias, plan):
+        _, rows, loss, dlogits = _native_forward(inputs, weight, bias, plan)
+    else:
+        _, rows, logits = _forward(inputs, weight, bias, plan)
+        loss, dlogits = _loss_and_grad(plan, logits)
+    rows = rows.reshape(-1, rows.shape[-1])
+    if w_ids is None:  # the rows were given: an op's output must not alias its input
+        rows = rows.clone()
+    return loss, dlogits, rows
+
+
+def _backward_op(
+    g: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, num_true: int, width: int,
+    need_x: bool, need_rows: bool, need_bias: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torchnce::fused_backward`` (ops.py): native for float32 CPU, else pure; an output
+    not needed is empty."""
+    if width:
+        rows = rows.view(x.shape[0], width, x.shape[1])
+    native_ok = x.dtype == torch.float32 and rows.dtype == torch.float32 and native.usable(
+        g, x, rows)
+    if native_ok:
+        grad_x, grad_rows, grad_bias = _native_grads(g, x.contiguous(), rows.contiguous(),
+                                                     num_true, (need_x, need_rows, need_bias))
+    else:
+        grad_x, grad_rows, grad_bias = _grads(g, x, rows, num_true, (need_x, need_rows, need_bias))
+    if grad_bias is not None and width:  # per-example: g itself, flattened
+        grad_bias = grad_bias.clone()
+    return tuple(x.new_empty(0) if t is None else t  # type: ignore[return-value]
+                 for t in (grad_x, grad_rows, grad_bias))
+
+
+ops.register(_forward_op, _backward_op)
+
+
+def _op_grads(g: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, num_true: int,
+              width: int, need: tuple[bool, ...]
+              ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    grad_x, grad_rows, grad_bias = ops.fused_backward(g, x, rows, num_true, width, *need)
+    return (grad_x if need[0] else None, grad_rows if need[1] else None,
+            grad_bias if need[2] else None)
+
+
 class _FusedSampledLoss(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -308,20 +362,18 @@ class _FusedSampledLoss(torch.autograd.Function):
         plan: FusedPlan, *params: torch.Tensor,
     ) -> torch.Tensor:
         # params: the tables a row update changes in backward (so that it runs), else none
-        if _native_ok(inputs, weight, bias, plan):
-            x, rows, loss, dlogits = _native_forward(inputs, weight, bias, plan)
-            ctx.native = True
-        else:
-            x, rows, logits = _forward(inputs, weight, bias, plan)
-            loss, dlogits = _loss_and_grad(plan, logits)
-            ctx.native = False
+        lq_true, lq_sampled = (None, None) if plan.log_q is None else plan.log_q
+        loss, dlogits, rows = ops.fused_forward(
+            inputs, weight, bias, plan.w_ids, plan.b_ids, lq_true, lq_sampled, plan.hits,
+            plan.label_mask, plan.num_true, plan.width or 0, plan.kind == "softmax")
+        x = inputs.to(work_dtype(inputs.dtype))
         if plan.in_backward is None:
             ctx.save_for_backward(x, rows, dlogits, plan.w_ids, plan.b_ids, weight, bias)
         else:
             ctx.save_for_backward(x, rows, dlogits)
             ctx.updated = False
         ctx.num_true, ctx.sparse, ctx.in_backward = plan.num_true, plan.sparse, plan.in_backward
-        ctx.has_bias, ctx.num_params = bias is not None, len(params)
+        ctx.has_bias, ctx.num_params, ctx.width = bias is not None, len(params), plan.width or 0
         return loss.to(inputs.dtype)
 
     @staticmethod
@@ -331,9 +383,8 @@ class _FusedSampledLoss(torch.autograd.Function):
             return (*_backward_with_update(ctx, grad_loss), None, None, None, *none_for_params)
         x, rows, dlogits, w_ids, b_ids, weight, bias = ctx.saved_tensors
         g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
-        grads = _native_grads if ctx.native else _grads
-        grad_x, grad_rows, grad_bias_rows = grads(g, x, rows, ctx.num_true,
-                                                  tuple(ctx.needs_input_grad[:3]))
+        grad_x, grad_rows, grad_bias_rows = _op_grads(g, x, rows, ctx.num_true, ctx.width,
+                                                      tuple(ctx.needs_input_grad[:3]))
         grad_x = None if grad_x is None else grad_x.to(grad_loss.dtype)
         grad_w = None if grad_rows is None else _table_grad(grad_rows, w_ids, weight, ctx.sparse)
         grad_b = None
@@ -351,9 +402,8 @@ def _backward_with_update(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tens
     x, rows, dlogits = ctx.saved_tensors
     plan: InBackward = ctx.in_backward
     g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
-    grads = _native_grads if ctx.native else _grads
-    grad_x, grad_rows, grad_bias_rows = grads(g, x, rows, ctx.num_true,
-                                              (ctx.needs_input_grad[0], True, ctx.has_bias))
+    grad_x, grad_rows, grad_bias_rows = _op_grads(g, x, rows, ctx.num_true, ctx.width,
+                                                  (ctx.needs_input_grad[0], True, ctx.has_bias))
     assert grad_rows is not None
     update, flat = plan.update, grad_rows.reshape(-1, x.shape[1])
     update.apply_rows(plan.weights, update.weight_states, plan.ids, flat,
@@ -396,7 +446,8 @@ def fused_sampled_loss(problem: Problem, spec: LossSpec, update: Any = None) -> 
     classes = problem.classes
     ids = all_ids(classes)
     if update is not None:
-        return _updated_in_backward(problem, spec, update, ids)
+        loss: torch.Tensor = _updated_in_backward(problem, spec, update, ids)
+        return loss
     weight, w_ids = _table_input(problem, problem.weights, ids)
     bias, b_ids = None, None
     if problem.biases is not None:
@@ -409,7 +460,7 @@ def fused_sampled_loss(problem: Problem, spec: LossSpec, update: Any = None) -> 
     return fused_loss(problem.inputs, weight, bias, plan)
 
 
-@torch.compiler.disable  # the update mutates the tables in backward: eager, a graph break
+@torch.compiler.disable  # type: ignore[untyped-decorator]  # mutates in backward: eager
 def _updated_in_backward(problem: Problem, spec: LossSpec, update: Any, ids: torch.Tensor
                          ) -> torch.Tensor:
     """The fused node with the tables as detached inputs and the row update in backward
