@@ -73,23 +73,31 @@ def _bound() -> _Kernels:
             kernel("torchnce_log_uniform_sample", call, _I),
             kernel("torchnce_alias_sample", call, _I),
             kernel("torchnce_learned_sample", call, _I),
-            kernel("torchnce_ids_in_range", [_P, _I, _I], ctypes.c_int),
+            kernel("torchnce_ids_in_range", call, ctypes.c_int),
         )
     return _kernels
 
 
+def _call() -> _Call:
+    """This thread's call block."""
+    call = getattr(_local, "call", None)
+    if call is None:
+        call = _local.call = _Call()
+        _local.seed = torch.empty(1, dtype=torch.int64)
+    return call
+
+
 def ids_in_range(ids: torch.Tensor, upper: int) -> bool:
     """Whether every id of a contiguous int64 CPU tensor lies in ``[0, upper)``."""
-    return bool((_kernels or _bound()).ids_in_range(ids.data_ptr(), ids.numel(), upper))
+    call = getattr(_local, "call", None) or _call()
+    call.true_classes, call.num_true_ids, call.range = ids.data_ptr(), ids.numel(), upper
+    return bool((_kernels or _bound()).ids_in_range(call))
 
 
 def _start(tc: torch.Tensor, num_sampled: int, unique: bool,
            rng: object) -> tuple[_Call, SampledValues]:
     """This thread's call with the shared fields filled, and the outputs it writes."""
-    call = getattr(_local, "call", None)
-    if call is None:
-        call = _local.call = _Call()
-        _local.seed = torch.empty(1, dtype=torch.int64)
+    call = getattr(_local, "call", None) or _call()
     rows, cols = tc.shape
     out = SampledValues(tc.new_empty(num_sampled), _FLOAT.new_empty(rows, cols),
                         _FLOAT.new_empty(num_sampled))

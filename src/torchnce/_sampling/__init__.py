@@ -9,6 +9,7 @@ the draw machinery behind both.
 * ``fixed``, ``learned``: the fixed- and learned-unigram sampler classes.
 * ``per_example``: ``S`` unique candidates drawn independently for every row.
 * ``ops``, ``unigram_ops``: the TensorFlow-named sampler functions.
+* ``fast``: when a call takes the native kernels (``torchnce._native.samplers``: eager CPU).
 
-May import: ``torchnce._common``.
+May import: ``torchnce._common``, ``torchnce._native``.
 """

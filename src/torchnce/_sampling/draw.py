@@ -118,6 +118,8 @@ def resolve_generator(
 ) -> Rng | None:
     """Return the stream to draw from: ``generator``, a :class:`SeedStream` of ``seed``, or
     None (torch's default generator for ``device``, seeded by ``torch.manual_seed``)."""
+    if generator is None and seed is None:
+        return None
     if generator is not None:
         if seed is not None:
             raise ValueError(
@@ -150,7 +152,10 @@ def check_true_classes(
     ``[0, range_max)``; on the native path (``fast.runs``) with one native pass, the error
     coming from the pure check. A non-contiguous ``tc`` is made contiguous there.
     """
-    tc = as_int_tensor("true_classes", true_classes)
+    if type(true_classes) is torch.Tensor and true_classes.dtype is torch.int64:
+        tc = true_classes  # what as_int_tensor returns for it, at a fraction of the cost
+    else:
+        tc = as_int_tensor("true_classes", true_classes)
     if tc.dim() != 2:
         raise ValueError(
             f"true_classes must be a matrix [B, num_true], got shape {tuple(tc.shape)}"
@@ -182,6 +187,10 @@ def check_sampler_args(
     unigram: bool = False,
 ) -> tuple[int, int, bool, int]:
     """Validate the scalar arguments every sampler function shares."""
+    if (type(num_true) is int and type(num_sampled) is int and type(unique) is bool
+            and type(range_max) is int and num_true >= 1 and num_sampled >= 1
+            and 1 <= range_max < (UNIGRAM_RANGE_LIMIT if unigram else math.inf)):
+        return num_true, num_sampled, unique, range_max  # the usual call, checked at once
     return (
         check_int("num_true", num_true, minimum=1),
         check_num_sampled(num_sampled),
@@ -207,7 +216,7 @@ def check_range_max(range_max: object, *, unigram: bool = False) -> int:
 
 def check_same_device(name: str, tensor: torch.Tensor, table: torch.Tensor) -> None:
     """Raise unless ``tensor`` is on the device of a sampler's ``table``."""
-    if tensor.device != table.device:
+    if not (tensor.is_cpu and table.is_cpu) and tensor.device != table.device:
         raise ValueError(
             f"{name} must be on the sampler's device ({table.device}), got {tensor.device};"
             " move the sampler with .to(device)"

@@ -19,6 +19,8 @@ generator: the same distribution, other candidates).
 from __future__ import annotations
 
 import torch
+from torch._C import _len_torch_dispatch_stack
+from torch.compiler import is_compiling
 
 from torchnce._common import checks
 from torchnce._common.types import SampledValues
@@ -26,13 +28,18 @@ from torchnce._native import samplers as native
 from torchnce._sampling.unique import too_many_tries
 
 ENABLED = True  # False: the pure path everywhere (the tests' switch)
+_built: bool | None = None  # whether the kernels loaded (known after the first call)
 
 
 def runs(tc: torch.Tensor) -> bool:
     """Whether a call on the validated true classes ``tc`` takes the native path."""
-    return (ENABLED and type(tc) is torch.Tensor and tc.is_cpu and checks.HOST_READS_ON_CPU
-            and not torch.compiler.is_compiling() and not torch._C._len_torch_dispatch_stack()
-            and native.available())
+    global _built
+    if not (ENABLED and type(tc) is torch.Tensor and tc.is_cpu and checks.HOST_READS_ON_CPU
+            and not is_compiling() and not _len_torch_dispatch_stack()):
+        return False
+    if _built is None:
+        _built = native.available()
+    return _built
 
 
 def values(result: tuple[SampledValues, int]) -> SampledValues:

@@ -146,10 +146,11 @@ class FixedUnigramSampler(CandidateSampler):
         if unique and num_sampled > self._drawable:
             raise range_too_small(num_sampled, "the number of classes the sampler can draw"
                                   f" ({self._drawable}) when unique=True")
-        check_same_device("true_classes", tc, self.probs)
-        if fast.runs(tc) and type(self.probs) is torch.Tensor:
-            return fast.values(native.alias(self.threshold, self.alias, self.probs, tc,
-                                            num_sampled, unique, gen))
+        buffers = self._buffers  # (a buffer read through the module costs 0.5 µs)
+        check_same_device("true_classes", tc, buffers["probs"])
+        if fast.runs(tc) and type(buffers["probs"]) is torch.Tensor:
+            return fast.values(native.alias(buffers["threshold"], buffers["alias"],
+                                            buffers["probs"], tc, num_sampled, unique, gen))
         return sample_values(
             tc,
             num_sampled,
