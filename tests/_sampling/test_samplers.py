@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import torchnce
+import torchnce._sampling.fast
 import torchnce._sampling.unique
 
 TRUE_LABELS = [[1, 2], [0, 4], [3, 3]]  # RangeSamplerOpsTest's constants: B=3, T=2, range 5
@@ -51,6 +52,17 @@ def make(kind, range_max=10):
 KINDS = ["uniform", "log_uniform", "fixed", "learned"]
 kinds = pytest.mark.parametrize("kind", KINDS)
 uniques = pytest.mark.parametrize("unique", [False, True])
+
+
+@pytest.fixture(params=["native", "pure"])
+def path(request, monkeypatch):
+    """Run a test on the native kernels (eager CPU's default, where they are built) and on
+    the pure-PyTorch path."""
+    if request.param == "pure":
+        monkeypatch.setattr(torchnce._sampling.fast, "ENABLED", False)
+    elif not torchnce.native_available().available:
+        pytest.skip("the native kernels are off or could not be built")
+    return request.param
 
 
 def rejection_loop(p, num_sampled, rng):
@@ -265,6 +277,7 @@ def test_unique_trials_agree():
 
 
 @kinds
+@pytest.mark.usefixtures("path")
 def test_draws_fit_probability(kind):
     # chi-square goodness of fit of 200,000 independent draws against probability().
     sampler = make(kind, 30)
@@ -286,13 +299,18 @@ def test_huge_uniform_range_is_uniform():
 
 
 @pytest.mark.parametrize("kind", ["log_uniform", "fixed"])
-@pytest.mark.parametrize("path", ["block", "device", "loop"])
+@pytest.mark.parametrize("path", ["native", "block", "device", "loop"])
 def test_unique_matches_rejection_loop(kind, path, monkeypatch):
-    # The vectorised unique draw against TensorFlow's loop run in Python on the same P:
-    # inclusion frequency of every class, the first candidate's law, and the mean num_tries.
-    # The three paths: one fixed block (CPU, continued on the host if short), the same with
-    # the device-side assertion instead of a read, and the block-after-block loop used where
-    # no fixed block is planned.
+    # The unique draw against TensorFlow's loop run in Python on the same P: inclusion
+    # frequency of every class, the first candidate's law, and the mean num_tries. The paths:
+    # the native kernel's loop (eager CPU, where the kernels are built), and the pure ones:
+    # one fixed block (CPU, continued on the host if short), the same with the device-side
+    # assertion instead of a read, and the block-after-block loop used where no fixed block
+    # is planned.
+    if path != "native":
+        monkeypatch.setattr(torchnce._sampling.fast, "ENABLED", False)
+    elif not torchnce.native_available().available:
+        pytest.skip("the native kernels are off or could not be built")
     if path == "device":
         monkeypatch.setattr(torchnce._common.checks, "HOST_READS_ON_CPU", False)
     if path == "loop":
@@ -330,6 +348,7 @@ def _num_tries(p, out, num_sampled):
 
 
 @kinds
+@pytest.mark.usefixtures("path")
 def test_unique_inclusion_frequency_near_expected_count(kind):
     # TensorFlow's Q = 1 - (1 - p)^num_tries approximates P(class is in the sample).
     sampler, trials = make(kind, 20), 2000
@@ -348,6 +367,7 @@ def test_unique_inclusion_frequency_near_expected_count(kind):
 
 @kinds
 @pytest.mark.parametrize("num_sampled", [1, 7, 20])
+@pytest.mark.usefixtures("path")
 def test_unique_has_no_duplicates(kind, num_sampled):
     sampler = make(kind, 20)
     for seed in range(20):
@@ -358,6 +378,7 @@ def test_unique_has_no_duplicates(kind, num_sampled):
 
 @kinds
 @uniques
+@pytest.mark.usefixtures("path")
 def test_expected_counts_follow_tensorflow_formula(kind, unique):
     sampler = make(kind, 50)
     tc = torch.arange(50).reshape(5, 10)
@@ -500,6 +521,7 @@ def test_learned_total_is_capped():
 
 
 @pytest.mark.parametrize("unique", [False, True])
+@pytest.mark.usefixtures("path")
 def test_learned_state_dict_resumes_identically(unique):
     range_max, rng = 300, np.random.default_rng(8)
     sizes = (50, 530_000, 30, 20)  # the second batch passes the fold threshold of 2^20 classes
@@ -524,6 +546,7 @@ def test_learned_state_dict_resumes_identically(unique):
     assert torch.equal(a.counts, b.counts)
 
 
+@pytest.mark.usefixtures("path")
 def test_learned_draws_fit_after_folding():
     # Past the fold threshold (2^20 recent classes) the static cumulative sum takes over.
     sampler = torchnce.LearnedUnigramSampler(40)

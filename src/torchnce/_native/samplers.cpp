@@ -117,6 +117,8 @@ struct Alias {
 struct Learned {
   const int32_t* counts;
   const int64_t* base_cum;  // [range] when base_total > 0
+  const int32_t* guide;     // guide[j] = upper_bound(base_cum, j·guide_width) (if the width > 0)
+  int64_t guide_width;
   const int32_t* recent;    // [recent_len]
   int64_t range, base_total, recent_len, total;
   float probability(int64_t k) const {
@@ -156,7 +158,16 @@ void draw(const Learned& dist, const Stream& stream, uint64_t first, int64_t n, 
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i)
     r[i] = below(stream.uniform(start + i) * static_cast<double>(dist.total), dist.total);
-  if (dist.base_total > 0) {
+  if (dist.base_total > 0 && dist.guide_width > 0) {
+    // r in bucket j = r / w has its answer in [guide[j], guide[j + 1]]: a few values at most
+    // where counts are >= w, about w where they are 1 (w is the mean count).
+    for (int64_t i = 0; i < n; ++i) {
+      if (r[i] >= fixed) continue;
+      const int64_t j = r[i] / dist.guide_width;
+      const int64_t* lo = dist.base_cum + dist.guide[j];
+      ids[i] = std::upper_bound(lo, dist.base_cum + dist.guide[j + 1], r[i]) - dist.base_cum;
+    }
+  } else if (dist.base_total > 0) {
     upper_bounds(dist.base_cum, dist.range, r.data(), n, ids);
   } else {
     std::copy(r.begin(), r.end(), ids);
@@ -292,6 +303,8 @@ struct TorchnceSamplerCall {
   const float* probs;
   int32_t* counts;          // learned: the counts [range], updated in place;
   const int64_t* base_cum;  //   the static cumulative counts [range] when base_total > 0;
+  const int32_t* guide;     //   an index into them (torchnce_learned_guide), buckets of
+  int64_t guide_width;      //   guide_width values of r (0: none, a search of all);
   int32_t* recent;          //   the recent classes [recent_len] (and room for `add` more);
   int64_t base_total;       //   the static counts' total minus range;
   int64_t recent_len;
@@ -323,8 +336,8 @@ int64_t torchnce_alias_sample(const TorchnceSamplerCall* c) {
 // The learned sampler's draw from its state, then its update: the first `add` true classes
 // each add 1 to their count and, with `append`, follow the recent classes.
 int64_t torchnce_learned_sample(const TorchnceSamplerCall* c) {
-  const Learned dist{c->counts, c->base_cum, c->recent, c->range, c->base_total,
-                     c->recent_len, c->total};
+  const Learned dist{c->counts,     c->base_cum,   c->guide, c->guide_width, c->recent,
+                     c->range,      c->base_total, c->recent_len, c->total};
   const int64_t tries = sample(dist, make_stream(c->fresh, c->key, c->offset), c->num_sampled,
                                c->unique != 0, c->true_classes, c->num_true_ids,
                                c->candidates, c->true_count, c->sampled_count);
@@ -335,6 +348,18 @@ int64_t torchnce_learned_sample(const TorchnceSamplerCall* c) {
       c->recent[c->recent_len + i] = static_cast<int32_t>(c->true_classes[i]);
   *c->total_dev += c->add;
   return tries;
+}
+
+// The learned draw's guide (once per fold): guide[j] = upper_bound(cum, cum + n, j·width) − cum
+// for j = 0 … ⌈cum[n − 1] / width⌉ (guide holds that many + 1), by one merge, O(n + buckets).
+int torchnce_learned_guide(const int64_t* cum, int64_t n, int64_t width, int32_t* guide) {
+  const int64_t buckets = (cum[n - 1] + width - 1) / width;
+  int64_t i = 0;
+  for (int64_t j = 0; j <= buckets; ++j) {
+    while (i < n && cum[i] <= j * width) ++i;
+    guide[j] = static_cast<int32_t>(i);
+  }
+  return 0;
 }
 
 // The range check of the true classes: whether every one lies in [0, range) (the call's

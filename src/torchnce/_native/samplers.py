@@ -41,8 +41,9 @@ class _Call(ctypes.Structure):
         ("candidates", _P), ("true_count", _P), ("sampled_count", _P),
         ("range", _I), ("log_range", ctypes.c_double),
         ("threshold", _P), ("alias", _P), ("probs", _P),
-        ("counts", _P), ("base_cum", _P), ("recent", _P), ("base_total", _I),
-        ("recent_len", _I), ("total", _I), ("add", _I), ("append", _I), ("total_dev", _P),
+        ("counts", _P), ("base_cum", _P), ("guide", _P), ("guide_width", _I), ("recent", _P),
+        ("base_total", _I), ("recent_len", _I), ("total", _I), ("add", _I), ("append", _I),
+        ("total_dev", _P),
     ]
 
 
@@ -52,6 +53,7 @@ class _Kernels(NamedTuple):
     alias: Any
     learned: Any
     ids_in_range: Any
+    learned_guide: Any
 
 
 _kernels: _Kernels | None = None
@@ -74,6 +76,7 @@ def _bound() -> _Kernels:
             kernel("torchnce_alias_sample", call, _I),
             kernel("torchnce_learned_sample", call, _I),
             kernel("torchnce_ids_in_range", call, ctypes.c_int),
+            kernel("torchnce_learned_guide", [_P, _I, _I, _P], ctypes.c_int),
         )
     return _kernels
 
@@ -149,23 +152,38 @@ def alias(threshold: torch.Tensor, alias_: torch.Tensor, probs: torch.Tensor,
 
 
 def learned(counts: torch.Tensor, base_cum: torch.Tensor, recent: torch.Tensor,
-            total_dev: torch.Tensor, state: tuple[int, int, int, int, bool],
-            tc: torch.Tensor, num_sampled: int, unique: bool,
-            rng: object) -> tuple[SampledValues, int]:
+            total_dev: torch.Tensor, guide: torch.Tensor,
+            state: tuple[int, int, int, int, int, bool], tc: torch.Tensor, num_sampled: int,
+            unique: bool, rng: object) -> tuple[SampledValues, int]:
     """``LearnedUnigramSampler``'s draw, then its update.
 
     Args:
         counts: int32 ``[C]``, updated in place; base_cum: int64 ``[C]``, the cumulative
             static counts (read only when ``base_total > 0``); recent: int32, the classes
             added since the last fold, with room for ``add`` more when ``append``;
-            total_dev: int64 scalar, ``W``, grows by ``add`` (all contiguous, CPU).
-        state: ``(base_total, recent_len, total, add, append)``: the static counts' total
-            minus ``C``, the number of recent classes, ``W``, how many true classes to add
-            (row-major), whether they join the recent classes.
+            total_dev: int64 scalar, ``W``, grows by ``add``; guide: int32, the index
+            :func:`learned_guide` built for ``base_cum`` (all contiguous, CPU).
+        state: ``(base_total, recent_len, total, guide_width, add, append)``: the static
+            counts' total minus ``C``, the number of recent classes, ``W``, the guide's
+            bucket width (0: no guide), how many true classes to add (row-major), whether
+            they join the recent classes.
     """
     call, out = _start(tc, num_sampled, unique, rng)
     call.counts, call.base_cum, call.recent = (counts.data_ptr(), base_cum.data_ptr(),
                                                recent.data_ptr())
-    call.range, call.total_dev = counts.numel(), total_dev.data_ptr()
-    call.base_total, call.recent_len, call.total, call.add, call.append = state
+    call.range, call.total_dev, call.guide = counts.numel(), total_dev.data_ptr(), guide.data_ptr()
+    (call.base_total, call.recent_len, call.total, call.guide_width, call.add,
+     call.append) = state
     return _finish(out, (_kernels or _bound()).learned(call), rng)
+
+
+def learned_guide(base_cum: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """An index into the cumulative counts (int64 ``[C]``, contiguous, CPU, last value
+    ``T``) for the learned draw: ``guide[j]`` is the first ``i`` with ``base_cum[i] > j·w``
+    for ``j = 0 … ⌈T / w⌉``, buckets of ``w = max(1, T // C)`` values of ``r``; returns it
+    (int32) and ``w``. O(C), at each fold."""
+    width = max(1, int(base_cum[-1]) // base_cum.numel())
+    guide = torch.empty(-(-int(base_cum[-1]) // width) + 1, dtype=torch.int32)
+    (_kernels or _bound()).learned_guide(base_cum.data_ptr(), base_cum.numel(), width,
+                                         guide.data_ptr())
+    return guide, width

@@ -79,6 +79,8 @@ class LearnedUnigramSampler(CandidateSampler):
         self.register_buffer("counts", torch.ones(self.range_max, dtype=torch.int32))
         self.register_buffer("_base_cum", torch.zeros(0, dtype=torch.int64), persistent=False)
         self.register_buffer("_recent", torch.zeros(0, dtype=torch.int32), persistent=False)
+        # The native draw's index into _base_cum (see _rebuild); empty where none was built.
+        self.register_buffer("_guide", torch.zeros(0, dtype=torch.int32), persistent=False)
         self.register_buffer("_one", torch.ones(1, dtype=torch.int32), persistent=False)
         # W on the device, kept in step with _total by kernels (no host-to-device copy per step)
         self.register_buffer("_total_dev", torch.zeros((), dtype=torch.int64), persistent=False)
@@ -133,7 +135,8 @@ class LearnedUnigramSampler(CandidateSampler):
             self._reserve(end)
         values = fast.values(native.learned(
             buffers["counts"], buffers["_base_cum"], buffers["_recent"], buffers["_total_dev"],
-            (self._base_total, recent_len, total, add, append), tc, num_sampled, unique, gen))
+            buffers["_guide"], (self._base_total, recent_len, total, self._guide_width, add, append),
+            tc, num_sampled, unique, gen))
         if append:
             state["_total"], state["_recent_len"] = total + add, end
         elif add:
@@ -191,6 +194,7 @@ class LearnedUnigramSampler(CandidateSampler):
         """Recompute what is derived from ``counts`` and the recent classes (four O(C) ops;
         none for a ``fresh`` sampler, whose counts are all 1: nothing is read, so that one can
         be built on ``meta`` or under a FakeTensorMode)."""
+        self._guide, self._guide_width = self.counts[:0], 0
         if fresh:
             self._base_cum, self._base_total = self.counts[:0].long(), 0
         else:
@@ -207,6 +211,8 @@ class LearnedUnigramSampler(CandidateSampler):
             self._base_total = int(self._base_cum[-1]) - self.range_max
             if self._base_total == 0:
                 self._base_cum = self._base_cum[:0]
+            elif fast.runs(self._base_cum) and type(self.counts) is torch.Tensor:
+                self._guide, self._guide_width = native.learned_guide(self._base_cum)
         self._total = self.range_max + self._base_total + self._recent_len
         self._total_dev.fill_(self._total)
         if self._total > UNIGRAM_RANGE_LIMIT:
