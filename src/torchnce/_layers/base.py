@@ -333,7 +333,9 @@ class OutputLayer(nn.Module):
                                     log_counts=self.spec.subtract_log_q)
             problem = Problem(inputs, weights, self._biases(), classes, self.partition_strategy,
                               self.sparse_grad)
-            loss = fused_sampled_loss(problem, self.spec, update)
+            if update is not None:  # the node reduces (one autograd node less)
+                return fused_sampled_loss(problem, self.spec, update, self.reduction)
+            loss = fused_sampled_loss(problem, self.spec)
         return apply_reduction(loss, self.reduction)
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:

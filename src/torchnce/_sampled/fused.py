@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from torchnce._common.labels import true_targets
 from torchnce._common.lookup import lookup, sparse_rows
-from torchnce._common.types import LossKind
+from torchnce._common.types import LossKind, apply_reduction
 from torchnce._native import sampled as native
 from torchnce._sampled import ops
 from torchnce._sampled.logits import all_ids, compose_logits, log_q, work_dtype
@@ -154,6 +154,8 @@ class InBackward(NamedTuple):
         biases: the bias shards, or None.
         ids: the global ids of the rows the step gathered, ``[N]``.
         partition_strategy: the shards' layout.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``, applied inside the node (one autograd
+            node less per step).
     """
 
     update: Any
@@ -161,6 +163,7 @@ class InBackward(NamedTuple):
     biases: list[torch.Tensor] | None
     ids: torch.Tensor
     partition_strategy: str
+    reduction: str = "none"
 
 
 class FusedPlan(NamedTuple):
@@ -374,7 +377,10 @@ class _FusedSampledLoss(torch.autograd.Function):
             ctx.updated = False
         ctx.num_true, ctx.sparse, ctx.in_backward = plan.num_true, plan.sparse, plan.in_backward
         ctx.has_bias, ctx.num_params, ctx.width = bias is not None, len(params), plan.width or 0
-        return loss.to(inputs.dtype)
+        loss = loss.to(inputs.dtype)
+        reduction = "none" if plan.in_backward is None else plan.in_backward.reduction
+        ctx.reduction, ctx.batch = reduction, loss.shape[0]
+        return apply_reduction(loss, reduction)  # type: ignore[arg-type]
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[Any, ...]:
@@ -401,7 +407,11 @@ def _backward_with_update(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tens
     ctx.updated = True
     x, rows, dlogits = ctx.saved_tensors
     plan: InBackward = ctx.in_backward
-    g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
+    if ctx.reduction == "none":
+        g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
+    else:  # the gradient a mean's or sum's backward would hand every row
+        row_grad = grad_loss / ctx.batch if ctx.reduction == "mean" else grad_loss
+        g = dlogits * row_grad.to(dlogits.dtype)
     grad_x, grad_rows, grad_bias_rows = _op_grads(g, x, rows, ctx.num_true, ctx.width,
                                                   (ctx.needs_input_grad[0], True, ctx.has_bias))
     assert grad_rows is not None
@@ -440,13 +450,15 @@ def _width(classes: Classes) -> int | None:
     return classes.num_true + classes.sampled.shape[1] if classes.per_example else None
 
 
-def fused_sampled_loss(problem: Problem, spec: LossSpec, update: Any = None) -> torch.Tensor:
+def fused_sampled_loss(problem: Problem, spec: LossSpec, update: Any = None,
+                       reduction: str = "none") -> torch.Tensor:
     """Per-example sampled loss ``spec`` of a validated problem, ``[B]``; with ``update`` (a
-    ``RowUpdate``) the backward updates the table rows instead of returning their gradients."""
+    ``RowUpdate``) the backward updates the table rows instead of returning their gradients,
+    and the loss comes reduced by ``reduction``."""
     classes = problem.classes
     ids = all_ids(classes)
     if update is not None:
-        loss: torch.Tensor = _updated_in_backward(problem, spec, update, ids)
+        loss: torch.Tensor = _updated_in_backward(problem, spec, update, ids, reduction)
         return loss
     weight, w_ids = _table_input(problem, problem.weights, ids)
     bias, b_ids = None, None
@@ -461,8 +473,8 @@ def fused_sampled_loss(problem: Problem, spec: LossSpec, update: Any = None) -> 
 
 
 @torch.compiler.disable  # type: ignore[untyped-decorator]  # mutates in backward: eager
-def _updated_in_backward(problem: Problem, spec: LossSpec, update: Any, ids: torch.Tensor
-                         ) -> torch.Tensor:
+def _updated_in_backward(problem: Problem, spec: LossSpec, update: Any, ids: torch.Tensor,
+                         reduction: str) -> torch.Tensor:
     """The fused node with the tables as detached inputs and the row update in backward
     (run eagerly under ``torch.compile``: a graph break, so not with ``fullgraph=True``)."""
     classes = problem.classes
@@ -475,7 +487,8 @@ def _updated_in_backward(problem: Problem, spec: LossSpec, update: Any, ids: tor
     log_qs = log_q(classes, problem.inputs.dtype) if spec.subtract_log_q else None
     plan = FusedPlan(w_ids, b_ids, log_qs, classes.hits, classes.label_mask, classes.num_true,
                      _width(classes), spec.kind, False,
-                     InBackward(update, weights, biases, ids, problem.partition_strategy))
+                     InBackward(update, weights, biases, ids, problem.partition_strategy,
+                                reduction))
     return fused_loss(problem.inputs, weight, bias, plan, *weights, *(biases or []))
 
 
