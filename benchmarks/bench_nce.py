@@ -4,7 +4,8 @@ A step is forward, backward and an SGD update (lr 0.1) of weights and biases. ``
 that requires grad but is not updated (its gradient is computed and stored on both sides). Both
 sides sample S candidates with the default log-uniform unique sampler inside the step.
 
-* torchnce: eager, ``torch.optim.SGD``, with ``sparse_grad=True`` and with dense gradients.
+* torchnce: eager, ``torch.optim.SGD``, with ``sparse_grad=True`` and with dense gradients; and
+  ``NCELoss(..., update=RowUpdate("sgd" | "adagrad", lr))``, the optimizer in backward.
 * torchnce compiled: the dense-gradient loss under ``torch.compile(fullgraph=True)`` (inductor)
   against the same step eager, both seeded with ``seed=`` (torch 2.13's dynamo cannot trace an
   explicit ``torch.Generator``); the SGD update stays eager. Compile time is not counted.
@@ -344,6 +345,33 @@ def measure(
     return {name: 1e3 * statistics.median(s) for name, s in use.items()}, kept, seen
 
 
+COMPUTE_BOUND = (1024, 256, 100_000, 1024, 1)
+
+
+def sgemm_note(shape: tuple[int, ...], ms: dict[str, float]) -> str:
+    """The compute-bound shape against this machine's sgemm rate, measured now: a step's three
+    products (``x·W_sᵀ``, ``g·W_s``, ``gᵀ·x``) are ``6·B·S·D`` flops."""
+    batch, dim, _, num_sampled, _ = shape
+    a, b = torch.randn(batch, dim), torch.randn(num_sampled, dim)
+    for _ in range(5):
+        torch.mm(a, b.t())
+    times = []
+    for _ in range(15):
+        start = time.perf_counter()
+        for _ in range(10):
+            torch.mm(a, b.t())
+        times.append((time.perf_counter() - start) / 10)
+    rate = 2 * batch * dim * num_sampled / statistics.median(times)
+    flops = 6 * batch * dim * num_sampled
+    parts = [f"{name} {flops / (ms[name] / 1e3) / rate:.0%}"
+             for name in ("row sgd", "sparse", "tf keras SGD", "tf scatter_sub")]
+    return (f"* {shape}: this machine's sgemm rate ({batch}×{dim}×{num_sampled}, {THREADS} "
+            f"threads, measured in this run) {rate / 1e9:.0f} GFLOP/s; the step's 6·B·S·D = "
+            f"{flops / 1e9:.2f} GFLOP of products at that rate take {flops / rate * 1e3:.2f} ms; "
+            f"as a fraction of the sgemm rate (products' flops / step time / rate): "
+            + ", ".join(parts))
+
+
 def enough_quiet(kept: int, rounds: int) -> bool:
     return kept >= max(1, rounds // 3)
 
@@ -397,9 +425,10 @@ def main() -> None:
     block_s = ARGS.block_ms / 1e3
     indices = ARGS.shapes if ARGS.shapes else range(len(SHAPES))
     header = ("| shape (B, D, C, S, T) | torchnce sparse ms | torchnce dense ms | TF ms "
-              "| ratio torchnce-sparse/TF | full softmax ms | dense seed= eager ms "
+              "| ratio torchnce-sparse/TF | RowUpdate sgd ms | sgd/TF | RowUpdate adagrad ms "
+              "| adagrad/TF | full softmax ms | dense seed= eager ms "
               "| dense seed= compiled ms | compiled/eager |")
-    rows = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     notes = []
     print(header, "\n" + rows[1], flush=True)
     for i in indices:
@@ -408,6 +437,8 @@ def main() -> None:
         steps: dict[str, Step] = {
             "sparse": torch_nce_step(shape, data, sparse=True),
             "dense": torch_nce_step(shape, data, sparse=False),
+            "row sgd": torch_row_update_step(shape, data, update="sgd"),
+            "row adagrad": torch_row_update_step(shape, data, update="adagrad"),
             "tf keras SGD": tf_nce_step(shape, data, keras=True),
             "tf scatter_sub": tf_nce_step(shape, data, keras=False),
             "dense seed eager": torch_seeded_dense_step(shape, data, compiled=False),
@@ -426,7 +457,9 @@ def main() -> None:
         softmax = [k for k in ms if k.startswith("softmax")]
         full = f"{min(ms[k] for k in softmax):.2f}" if softmax else "–"
         row = (f"| {shape} | {ms['sparse']:.3f} | {ms['dense']:.2f} | {ms[tf_name]:.3f} "
-               f"| {ms['sparse'] / ms[tf_name]:.2f} | {full} | {ms['dense seed eager']:.2f} "
+               f"| {ms['sparse'] / ms[tf_name]:.2f} | {ms['row sgd']:.3f} "
+               f"| {ms['row sgd'] / ms[tf_name]:.2f} | {ms['row adagrad']:.3f} "
+               f"| {ms['row adagrad'] / ms[tf_name]:.2f} | {full} | {ms['dense seed eager']:.2f} "
                f"| {ms['dense seed compiled']:.2f} "
                f"| {ms['dense seed compiled'] / ms['dense seed eager']:.2f} |")
         rows.append(row)
@@ -437,6 +470,8 @@ def main() -> None:
         notes.append(f"* {shape}: {detail}; TF column = {tf_name}; medians over {over}; other "
                      f"processes used {others:.0%} of the cores over all rounds "
                      f"({before:.0%} just before)")
+        if shape == COMPUTE_BOUND:
+            notes.append(sgemm_note(shape, ms))
         if ARGS.profile:
             profile_step(steps["sparse"], f"torchnce sparse step at {shape}")
         del steps
@@ -459,7 +494,9 @@ def main() -> None:
                 "the same sparse SGD: what eager PyTorch dispatch alone costs at that shape. "
                 "`dense seed=`: the dense-gradient step drawing with `seed=0`, eager and with "
                 "its loss under `torch.compile(fullgraph=True)` (inductor; compile time not "
-                "counted; the SGD update eager in both).\n")
+                "counted; the SGD update eager in both). `RowUpdate`: "
+                "`NCELoss(..., update=RowUpdate(name, lr=0.1))`, the optimizer applied to the "
+                "touched rows inside backward (no gradient tensor for the table).\n")
         output.write_text(text)
         print(f"\nwritten to {output}")
 
