@@ -195,13 +195,14 @@ int torchnce_sl_gather(const float* table, int64_t ld, int64_t num_rows, int64_t
   return 0;
 }
 
-// x [B, D]; shared: rows [B*T + S, D], bias_rows [B*T + S] or null, sdots [B, S] (x times the
-// sampled rows, without bias); per_example: rows [B, T + S, D], bias_rows [B, T + S], sdots
-// unused. Log expected counts lq_true / lq_sampled by strides (null: none), hits [B, S] and
+// x [B, D]; shared: rows [B*T, D] of the true classes (the sampled rows' dots are sdots),
+// bias_rows [B*T] and sampled_bias [S] or null, sdots [B, S] (x times the sampled rows, without
+// bias); per_example: rows [B, T + S, D], bias_rows [B, T + S], sdots and sampled_bias unused.
+// (A caller may pass a range of the batch's rows: every pointer is per row but sampled_bias.) Log expected counts lq_true / lq_sampled by strides (null: none), hits [B, S] and
 // label_mask [B, T] as bytes or null. Out: dlogits [B, T + S], loss [B].
 int torchnce_sl_forward(const float* x, int64_t batch, int64_t dim, const float* rows,
-                        const float* bias_rows, int64_t t, int64_t s, int per_example,
-                        const float* sdots, const float* lq_true, int64_t lqt_b, int64_t lqt_t,
+                        const float* bias_rows, const float* sampled_bias, int64_t t,
+                        int64_t s, int per_example, const float* sdots, const float* lq_true, int64_t lqt_b, int64_t lqt_t,
                         const float* lq_sampled, int64_t lqs_b, int64_t lqs_s,
                         const uint8_t* hits, const uint8_t* label_mask, int softmax,
                         float* dlogits, float* loss) {
@@ -221,7 +222,7 @@ int torchnce_sl_forward(const float* x, int64_t batch, int64_t dim, const float*
       }
     } else {
       const float* sd = sdots + b * s;
-      const float* sb = bias_rows != nullptr ? bias_rows + batch * t : nullptr;
+      const float* sb = sampled_bias;
       float* ls = l + t;
       if (sb != nullptr) {
         for (int64_t k = 0; k < s; ++k) ls[k] = sd[k] + sb[k];

@@ -11,8 +11,10 @@ The pure-PyTorch twin is ``torchnce._sampled.fused``; tests compare the two.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import functools
+import os
 from typing import Any
 
 import torch
@@ -22,12 +24,50 @@ from torchnce._native.build import kernel, load
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 _SIGNATURES: dict[str, list[Any]] = {
     "torchnce_sl_gather": [_P, _I, _I, _I, _P, _P, _I, _P, _P],
-    "torchnce_sl_forward": [_P, _I, _I, _P, _P, _I, _I, ctypes.c_int, _P, _P, _I, _I, _P, _I, _I,
-                            _P, _P, ctypes.c_int, _P, _P],
+    "torchnce_sl_forward": [_P, _I, _I, _P, _P, _P, _I, _I, ctypes.c_int, _P, _P, _I, _I, _P, _I,
+                            _I, _P, _P, ctypes.c_int, _P, _P],
     "torchnce_sl_backward": [_P, _I, _I, _P, _I, _I, ctypes.c_int, _P, _P, _P, _P],
     "torchnce_row_update": [ctypes.c_int, _P, _I, _I, _I, _P, _I, _P, _P, _F, _F, _P, _P, _I, _P],
 }
 ROW_UPDATES = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 2}
+SPLIT_LOGITS = 1 << 16  # logits per call above which the rows are split over two threads
+
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """One helper thread for the second half of large calls (ctypes releases the GIL)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                      thread_name_prefix="torchnce")
+    return _POOL
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)  # a forked child has no helper thread
+
+
+def _halves(batch: int, width: int) -> list[tuple[int, int]]:
+    """Row ranges for one call, or two (large calls with at least two torch threads)."""
+    if batch * width < SPLIT_LOGITS or batch < 2 or torch.get_num_threads() < 2:
+        return [(0, batch)]
+    middle = batch // 2
+    return [(0, middle), (middle, batch)]
+
+
+def _run_split(call: Any, parts: list[tuple[int, int]]) -> None:
+    """``call(start, stop)`` for each part, the second on the helper thread."""
+    if len(parts) == 1:
+        call(*parts[0])
+        return
+    other = _pool().submit(call, *parts[1])
+    call(*parts[0])
+    other.result()
 
 
 @functools.cache
@@ -113,10 +153,25 @@ def forward(
     mask_u8 = None if label_mask is None else _need(label_mask.contiguous(), torch.bool,
                                                     "label_mask")
     dlogits, loss = torch.empty(batch, width), torch.empty(batch)
-    _fn("torchnce_sl_forward")(
-        x.data_ptr(), batch, dim, rows.data_ptr(), _ptr(bias_rows), num_true, num_sampled,
-        int(per_example), _ptr(sdots), pt[0], pt[1], pt[2], ps[0], ps[1], ps[2], _ptr(hits_u8),
-        _ptr(mask_u8), int(softmax), dlogits.data_ptr(), loss.data_ptr())
+    fn, f32 = _fn("torchnce_sl_forward"), 4
+    sampled_bias = None if bias_rows is None or per_example else (
+        bias_rows.data_ptr() + batch * num_true * f32)
+
+    def rows_of(start: int, stop: int) -> None:
+        # rows [start, stop) of the batch: every pointer moved to row `start`
+        first = start * (width if per_example else num_true)
+        fn(x.data_ptr() + start * dim * f32, stop - start, dim,
+           rows.data_ptr() + first * dim * f32,
+           None if bias_rows is None else bias_rows.data_ptr() + first * f32,
+           sampled_bias, num_true, num_sampled, int(per_example),
+           None if sdots is None else sdots.data_ptr() + start * num_sampled * f32,
+           None if pt[0] is None else pt[0] + start * pt[1] * f32, pt[1], pt[2],
+           None if ps[0] is None else ps[0] + start * ps[1] * f32, ps[1], ps[2],
+           None if hits_u8 is None else hits_u8.data_ptr() + start * num_sampled,
+           None if mask_u8 is None else mask_u8.data_ptr() + start * num_true, int(softmax),
+           dlogits.data_ptr() + start * width * f32, loss.data_ptr() + start * f32)
+
+    _run_split(rows_of, _halves(batch, width))
     return loss, dlogits
 
 
