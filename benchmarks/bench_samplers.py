@@ -12,10 +12,12 @@ torchnce is timed through its TensorFlow-named functions (the learned sampler wi
 ``sampler=``), except the fixed-unigram sampler, whose function looks its table up by value
 (O(C) per call): there ``FixedUnigramSampler.sample`` is timed, and TensorFlow's op inside
 ``tf.function`` (eagerly it converts its C-float attribute every call). The script also times
-building a fixed-unigram table over 1e7 classes.
+building a fixed-unigram table over 1e7 classes, and where the time of the smallest call
+goes (``--floor``: the uniform sampler at C = 1e5, S = 64, part by part).
 
-    python benchmarks/bench_samplers.py            # the full grid (about 15 minutes)
-    python benchmarks/bench_samplers.py --quick    # a smoke run (about a minute)
+    python benchmarks/bench_samplers.py                  # the full grid (about 15 minutes)
+    python benchmarks/bench_samplers.py --samples 64 1024  # S <= 1024 only
+    python benchmarks/bench_samplers.py --quick          # a smoke run (about a minute)
 """
 
 from __future__ import annotations
@@ -152,16 +154,67 @@ def run(conn: Connection, sizes: list[int], samples: list[int], budget: float) -
                     )
 
 
+def floor(budget: float) -> None:
+    """Where a call of the uniform sampler (C = 1e5, S = 64, B = 512) spends its time: each
+    part of the call alone, then the whole call (the kernel call is a few hundred ns)."""
+    from torchnce._native import samplers as native
+    from torchnce._sampling import draw
+
+    c, s = 100_000, 64
+    tc = torch.from_numpy(labels(c)[0])
+    g = torch.Generator().manual_seed(0)
+    seed, proto = torch.empty(1, dtype=torch.int64), torch.empty(0)
+
+    def outputs() -> object:
+        return tc.new_empty(s), proto.new_empty(BATCH, 1), proto.new_empty(s)
+
+    def kernel() -> object:
+        values, _ = native.uniform(tc, s, False, c, g)  # the outputs and the seed included
+        return values
+
+    def checks() -> object:
+        draw.check_sampler_args(1, s, False, c)
+        t = draw.check_true_classes(tc, 1, s, False, c)
+        return draw.resolve_generator(None, g, t.device)
+
+    parts = [
+        ("the checks (arguments, true classes and their range, generator)", checks),
+        ("three outputs made and freed (`new_empty`)", outputs),
+        ("one int64 from the generator (`random_`)", lambda: seed.random_(-(2**63), 2**63 - 1,
+                                                                          generator=g)),
+        ("the binding: outputs, seed, call block, kernel", kernel),
+        ("the whole call, unique=False", lambda: torchnce.uniform_candidate_sampler(
+            tc, 1, s, False, c, generator=g)),
+        ("the whole call, unique=True", lambda: torchnce.uniform_candidate_sampler(
+            tc, 1, s, True, c, generator=g)),
+    ]
+    print(f"\n| uniform, C=1e5, S={s}: part of a call | µs |\n|---|---:|")
+    for name, fn in parts:
+        print(f"| {name} | {median_us(fn, budget):.2f} |", flush=True)
+
+
+def stamp(what: str) -> None:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# {what} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, load average {load}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--samples", type=int, nargs="+", help="the S to time (default: all)")
+    parser.add_argument("--floor", action="store_true", help="only the parts of one call")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if args.floor:
+        stamp("start")
+        floor(0.5)
+        return
     if args.quick:
         sizes, samples, budget, build = [100_000], [64, 1024], 0.05, 100_000
     else:
         sizes, samples, budget = [100_000, 1_000_000, 10_000_000], [64, 1024, 8192], 0.3
         build = 10_000_000
+    samples = args.samples or samples
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe()
     worker = ctx.Process(target=tf_worker, args=(child,), daemon=True)
@@ -170,8 +223,10 @@ def main() -> None:
     print(
         f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPUs,"
         f" torch {torch.__version__} ({torch.get_num_threads()} threads),"
-        f" tensorflow {tf_version}, python {sys.version.split()[0]}"
+        f" tensorflow {tf_version}, python {sys.version.split()[0]},"
+        f" {torchnce.native_available().reason}"
     )
+    stamp("start")
     print(f"# median µs per call, B={BATCH}, T=1\n")
     print("| sampler | C | S | unique | TensorFlow µs | torchnce µs | TF / torchnce |")
     print("|---|---|---|---|---|---|---|")
@@ -188,6 +243,8 @@ def main() -> None:
         f"\nfixed-unigram table over {build:.0e} classes: torchnce {ours:.2f} s,"
         f" TensorFlow (first tf.function call) {theirs:.2f} s"
     )
+    floor(budget)
+    stamp("end")
 
 
 if __name__ == "__main__":

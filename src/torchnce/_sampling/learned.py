@@ -10,7 +10,7 @@ outgrows ``max(C, 2²⁰)``, an O(C) step every O(C) updates.
 
 from __future__ import annotations
 
-from typing import Any, final
+from typing import Any, cast, final
 
 import torch
 
@@ -109,7 +109,7 @@ class LearnedUnigramSampler(CandidateSampler):
     def _sample(
         self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: Rng | None
     ) -> SampledValues:
-        buffers = self._buffers  # (a buffer read through the module costs 0.5 µs)
+        buffers = cast("dict[str, torch.Tensor]", self._buffers)  # (module reads cost 0.5 µs)
         check_same_device("true_classes", tc, buffers["counts"])
         if fast.runs(tc) and type(buffers["counts"]) is torch.Tensor:
             return self._sample_native(buffers, tc, num_sampled, unique, gen)
@@ -120,7 +120,7 @@ class LearnedUnigramSampler(CandidateSampler):
         return values
 
     def _sample_native(
-        self, buffers: dict[str, Any], tc: torch.Tensor, num_sampled: int, unique: bool,
+        self, buffers: dict[str, torch.Tensor], tc: torch.Tensor, num_sampled: int, unique: bool,
         gen: Rng | None,
     ) -> SampledValues:
         """``_sample`` in one native call: the draw, the expected counts and ``_update``
@@ -135,8 +135,9 @@ class LearnedUnigramSampler(CandidateSampler):
             self._reserve(end)
         values = fast.values(native.learned(
             buffers["counts"], buffers["_base_cum"], buffers["_recent"], buffers["_total_dev"],
-            buffers["_guide"], (self._base_total, recent_len, total, self._guide_width, add, append),
-            tc, num_sampled, unique, gen))
+            buffers["_guide"],
+            (self._base_total, recent_len, total, self._guide_width, add, append), tc,
+            num_sampled, unique, gen))
         if append:
             state["_total"], state["_recent_len"] = total + add, end
         elif add:

@@ -8,7 +8,10 @@ calls the same core as the sampler classes. Common behaviour:
   a seeded call does not advance a stream, so the same seed gives the same candidates every
   call. TensorFlow's own random numbers are not reproduced, only their distribution.
 * ``generator`` draws from a ``torch.Generator`` on the device of ``true_classes``
-  (not together with ``seed``); with neither, torch's default generator is used.
+  (not together with ``seed``); with neither, torch's default generator is used. On CPU a
+  call takes one int64 from it, which seeds the stream of ``seed=`` (so the native kernels
+  and the pure path draw the same candidates, docs/native.md).
+* On eager CPU tensors the whole call is one native kernel (``torchnce._sampling.fast``).
 * Candidates are drawn on the device of ``true_classes`` (int32 or int64).
 * ``name`` is accepted and ignored.
 * Checking that the true classes lie in ``[0, range_max)`` reads them (one device sync).
