@@ -118,7 +118,8 @@ def _start(tc: torch.Tensor, num_sampled: int, unique: bool,
 
 
 def _finish(values: SampledValues, tries: int, rng: object) -> tuple[SampledValues, int]:
-    if tries > 0 and rng is not None and not isinstance(rng, torch.Generator):
+    """The values and ``num_tries``, a seed stream moved past the values the call took."""
+    if rng is not None and not isinstance(rng, torch.Generator) and tries > 0:
         rng.offset += tries  # type: ignore[attr-defined]
     return values, tries
 

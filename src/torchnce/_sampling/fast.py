@@ -29,12 +29,13 @@ from torchnce._sampling.unique import too_many_tries
 
 ENABLED = True  # False: the pure path everywhere (the tests' switch)
 _built: bool | None = None  # whether the kernels loaded (known after the first call)
+_Tensor = torch.Tensor
 
 
 def runs(tc: torch.Tensor) -> bool:
     """Whether a call on the validated true classes ``tc`` takes the native path."""
     global _built
-    if not (ENABLED and type(tc) is torch.Tensor and tc.is_cpu and checks.HOST_READS_ON_CPU
+    if not (ENABLED and type(tc) is _Tensor and tc.is_cpu and checks.HOST_READS_ON_CPU
             and not is_compiling() and not _len_torch_dispatch_stack()):
         return False
     if _built is None:

@@ -219,20 +219,26 @@ class LearnedUnigramSampler(CandidateSampler):
         if self._total > UNIGRAM_RANGE_LIMIT:
             raise ValueError(f"counts must sum to at most {UNIGRAM_RANGE_LIMIT}, got {self._total}")
         self._blocks: dict[tuple[int, int], UniquePlan] = {}
-        self._bins: tuple[list[float], list[float]] = ([1.0 / self.range_max],
-                                                       [float(self.range_max)])  # uniform
-        if self._base_total:
-            bins = weight_bins(torch.diff(self._base_cum, prepend=self._base_cum[:1] * 0))
-            self._bins = (bins[0].tolist(), bins[1].tolist())
+        self._bins: tuple[list[float], list[float]] | None = None  # made by the first plan
+
+    def _static_bins(self) -> tuple[list[float], list[float]]:
+        """The static counts summarised as bins (``weight_bins``), read once per rebuild when
+        a plan first needs them (the native draws need none, and skip their O(C) cost)."""
+        if self._bins is None:
+            self._bins = ([1.0 / self.range_max], [float(self.range_max)])  # uniform
+            if self._base_total:
+                bins = weight_bins(torch.diff(self._base_cum, prepend=self._base_cum[:1] * 0))
+                self._bins = (bins[0].tolist(), bins[1].tolist())
+        return self._bins
 
     def _plan(self, num_sampled: int) -> UniquePlan:
         """The unique-sampling plan for the weights until the recent classes double: the static
         counts' bins (read once per rebuild) and, as the worst case, all recent weight on one
-        class. A function of the state alone (no read), so seeded draws stay reproducible."""
+        class. A function of the state alone, so seeded draws stay reproducible."""
         recent = 1 << max(self._recent_len - 1, 0).bit_length()
         key = (num_sampled, recent)
         if key not in self._blocks:
-            p, count = self._bins
+            p, count = self._static_bins()
             static = float(self.range_max + self._base_total)
             share = recent / (static + recent)
             self._blocks[key] = unique_plan([pj * (1 - share) for pj in p] + [share],
