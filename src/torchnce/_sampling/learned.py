@@ -186,9 +186,9 @@ class LearnedUnigramSampler(CandidateSampler):
             self._recent = grown
 
     def _fold(self) -> None:
-        """Fold the recent classes into the static cumulative sum (O(C))."""
+        """Fold the recent classes into the static cumulative sum (O(C)); the recent classes'
+        buffer keeps its size for the next ones."""
         self._recent_len = 0
-        self._recent = self._recent[:0]
         self._rebuild(check=False)
 
     def _rebuild(self, *, check: bool = True, fresh: bool = False) -> None:
