@@ -1,8 +1,8 @@
 """The bindings of the candidate-sampler kernels (``samplers.cpp``): one call per sample.
 
 Each function takes validated arguments (``torchnce._sampling`` checks every one before the
-call, the ids' range included) and returns the ``SampledValues`` and ``num_tries``, which is
-negative (:data:`TOO_MANY_TRIES`) where a unique draw gave up after 2³¹ − 1 draws. ``rng`` is
+call, the ids' range included) and returns the ``SampledValues``, or None where a unique draw
+gave up after 2³¹ − 1 draws (the kernel returned :data:`TOO_MANY_TRIES`). ``rng`` is
 a ``torch.Generator``, None (torch's default CPU generator) or a seed stream (an object with
 integer ``key`` and ``offset``, ``torchnce._sampling.draw.SeedStream``, whose offset moves past
 the ``num_tries`` values the call took).
@@ -117,45 +117,48 @@ def _start(tc: torch.Tensor, num_sampled: int, unique: bool,
     return call, out
 
 
-def _finish(values: SampledValues, tries: int, rng: object) -> tuple[SampledValues, int]:
-    """The values and ``num_tries``, a seed stream moved past the values the call took."""
-    if rng is not None and not isinstance(rng, torch.Generator) and tries > 0:
+def _done(values: SampledValues, tries: int, rng: object) -> SampledValues | None:
+    """The values (None where the unique draw gave up); a seed stream moves past the
+    ``num_tries`` values the call took."""
+    if tries < 0:
+        return None
+    if rng is not None and not isinstance(rng, torch.Generator):
         rng.offset += tries  # type: ignore[attr-defined]
-    return values, tries
+    return values
 
 
 def uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
-            rng: object) -> tuple[SampledValues, int]:
+            rng: object) -> SampledValues | None:
     """``uniform_values`` of ``torchnce._sampling.closed_form`` (contiguous int64 ``tc``)."""
     call, out = _start(tc, num_sampled, unique, rng)
     call.range = range_max
-    return _finish(out, (_kernels or _bound()).uniform(call), rng)
+    return _done(out, (_kernels or _bound()).uniform(call), rng)
 
 
 def log_uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
-                log_range: float, rng: object) -> tuple[SampledValues, int]:
+                log_range: float, rng: object) -> SampledValues | None:
     """``log_uniform_values``; ``log_range`` is ``math.log1p(range_max)``."""
     call, out = _start(tc, num_sampled, unique, rng)
     call.range, call.log_range = range_max, log_range
-    return _finish(out, (_kernels or _bound()).log_uniform(call), rng)
+    return _done(out, (_kernels or _bound()).log_uniform(call), rng)
 
 
 def alias(threshold: torch.Tensor, alias_: torch.Tensor, probs: torch.Tensor,
           tc: torch.Tensor, num_sampled: int, unique: bool,
-          rng: object) -> tuple[SampledValues, int]:
+          rng: object) -> SampledValues | None:
     """``FixedUnigramSampler``'s draw from its tables (contiguous CPU float64, int64 and
     float32 ``[n]``)."""
     call, out = _start(tc, num_sampled, unique, rng)
     call.threshold, call.alias, call.probs = (threshold.data_ptr(), alias_.data_ptr(),
                                               probs.data_ptr())
     call.range = probs.numel()
-    return _finish(out, (_kernels or _bound()).alias(call), rng)
+    return _done(out, (_kernels or _bound()).alias(call), rng)
 
 
 def learned(counts: torch.Tensor, base_cum: torch.Tensor, recent: torch.Tensor,
             total_dev: torch.Tensor, guide: torch.Tensor,
             state: tuple[int, int, int, int, int, bool], tc: torch.Tensor, num_sampled: int,
-            unique: bool, rng: object) -> tuple[SampledValues, int]:
+            unique: bool, rng: object) -> SampledValues | None:
     """``LearnedUnigramSampler``'s draw, then its update.
 
     Args:
@@ -175,7 +178,7 @@ def learned(counts: torch.Tensor, base_cum: torch.Tensor, recent: torch.Tensor,
     call.range, call.total_dev, call.guide = counts.numel(), total_dev.data_ptr(), guide.data_ptr()
     (call.base_total, call.recent_len, call.total, call.guide_width, call.add,
      call.append) = state
-    return _finish(out, (_kernels or _bound()).learned(call), rng)
+    return _done(out, (_kernels or _bound()).learned(call), rng)
 
 
 def learned_guide(base_cum: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -132,7 +132,7 @@ def uniform_values(
 ) -> SampledValues:
     """The uniform sampler's draw and expected counts (validated arguments)."""
     if fast.runs(true_classes) and range_max < native.RANGE_LIMIT:
-        return fast.values(native.uniform(true_classes, num_sampled, unique, range_max,
+        return fast.checked(native.uniform(true_classes, num_sampled, unique, range_max,
                                           generator))
     generator = call_stream(generator, true_classes.device)
     return sample_values(
@@ -154,7 +154,7 @@ def log_uniform_values(
 ) -> SampledValues:
     """The log-uniform sampler's draw and expected counts (validated arguments)."""
     if fast.runs(true_classes) and range_max < native.RANGE_LIMIT:
-        return fast.values(native.log_uniform(true_classes, num_sampled, unique, range_max,
+        return fast.checked(native.log_uniform(true_classes, num_sampled, unique, range_max,
                                               math.log1p(range_max), generator))
     generator = call_stream(generator, true_classes.device)
     return sample_values(

@@ -43,8 +43,8 @@ def runs(tc: torch.Tensor) -> bool:
     return _built
 
 
-def values(result: tuple[SampledValues, int]) -> SampledValues:
+def checked(values: SampledValues | None) -> SampledValues:
     """A kernel's values; raises the pure path's error where its unique draw gave up."""
-    if result[1] < 0:
+    if values is None:
         raise too_many_tries()
-    return result[0]
+    return values

@@ -149,7 +149,7 @@ class FixedUnigramSampler(CandidateSampler):
         buffers = cast("dict[str, torch.Tensor]", self._buffers)  # (module reads cost 0.5 µs)
         check_same_device("true_classes", tc, buffers["probs"])
         if fast.runs(tc) and type(buffers["probs"]) is torch.Tensor:
-            return fast.values(native.alias(buffers["threshold"], buffers["alias"],
+            return fast.checked(native.alias(buffers["threshold"], buffers["alias"],
                                             buffers["probs"], tc, num_sampled, unique, gen))
         return sample_values(
             tc,

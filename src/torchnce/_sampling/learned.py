@@ -133,7 +133,7 @@ class LearnedUnigramSampler(CandidateSampler):
         append = add > 0 and end <= self._fold_at
         if append and end > buffers["_recent"].numel():
             self._reserve(end)
-        values = fast.values(native.learned(
+        values = fast.checked(native.learned(
             buffers["counts"], buffers["_base_cum"], buffers["_recent"], buffers["_total_dev"],
             buffers["_guide"],
             (self._base_total, recent_len, total, self._guide_width, add, append), tc,
