@@ -169,8 +169,7 @@ def floor(budget: float) -> None:
         return tc.new_empty(s), proto.new_empty(BATCH, 1), proto.new_empty(s)
 
     def kernel() -> object:
-        values, _ = native.uniform(tc, s, False, c, g)  # the outputs and the seed included
-        return values
+        return native.uniform(tc, s, False, c, g)  # the outputs and the seed included
 
     def checks() -> object:
         draw.check_sampler_args(1, s, False, c)
