@@ -26,7 +26,7 @@ from torchnce._native.build import kernel, load
 
 TOO_MANY_TRIES = -2
 SEED_RANGE = (-(2**63), 2**63 - 1)  # a call's seed, as torchnce._sampling.draw draws it
-RANGE_LIMIT = 1 << 62  # the largest range the kernels take (int64 arithmetic on range + 1)
+RANGE_LIMIT = 1 << 62  # ranges the kernels take are below it (u·range stays far below 2⁶³)
 
 _P, _I, _U = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64
 _MASK = (1 << 64) - 1

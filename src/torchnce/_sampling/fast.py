@@ -8,12 +8,11 @@ this package runs, unchanged: on other devices, on ``meta`` and FakeTensors, und
 (``HOST_READS_ON_CPU``), with ``TORCHNCE_NATIVE=0``, or where the kernels could not be built.
 Both paths draw from the same distributions with the same expected counts.
 
-The stream: a ``seed=`` call draws the pure path's :class:`SeedStream` values bit for bit,
-so it gives the same candidates on both paths, eager and compiled (the log-uniform draw
-``exp`` against the pure path's ``expm1`` aside, which differ where they round across an
-integer); a call with a ``torch.Generator`` (or the default one) takes one random int64 from
-it and draws the stream of that seed (the pure path instead takes ``N`` doubles from the
-generator: the same distribution, other candidates).
+The stream: a ``seed=`` call draws the values of its ``SeedStream`` bit for bit, and a call
+with a ``torch.Generator`` (or the default one) takes one random int64 from it and draws the
+``SeedStream`` of that seed, which on CPU is what the pure path draws too
+(``draw.call_stream``): both paths give the same candidates, eager or compiled, and their
+expected counts agree to float32 rounding (libm's scalar or vector functions against torch's).
 """
 
 from __future__ import annotations
