@@ -118,6 +118,17 @@ def test_native_draws_what_the_pure_path_draws(kind, unique, stream, range_max, 
 
 
 @native
+@pytest.mark.parametrize("kind", ["uniform", "log_uniform"])
+def test_a_large_unique_sample_has_its_own_id_set(kind):
+    # S > 16384: the kernel's set of drawn ids is a table of the call's own, not the thread's.
+    tc = labels(10**6, 4, 1)
+    got, _ = run(True, lambda **kw: sampler_call(kind, 10**6)(tc, 20_000, True, **kw), "seed", 3)
+    want, _ = run(False, lambda **kw: sampler_call(kind, 10**6)(tc, 20_000, True, **kw), "seed", 3)
+    assert_same(got, want)
+    assert got.sampled_candidates.unique().numel() == 20_000
+
+
+@native
 def test_the_counter_stream_is_the_seed_streams_bit_for_bit():
     # 2^53 classes: each id is floor(u·2^53), the 53 bits of the stream's value itself.
     tc = torch.zeros(1, 1, dtype=torch.int64)
