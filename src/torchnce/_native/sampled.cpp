@@ -188,7 +188,15 @@ int torchnce_sl_gather(const float* table, int64_t ld, int64_t num_rows, int64_t
                        float* bias_rows) {
   for (int64_t i = 0; i < n; ++i)
     if (ids[i] < 0 || ids[i] >= num_rows) return 1;
+  constexpr int64_t kAhead = 8;  // rows between a prefetch and its copy (random rows of a
+                                 // large table come from memory)
   for (int64_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) {
+      const char* next = reinterpret_cast<const char*>(table + ids[i + kAhead] * ld);
+      for (int64_t b = 0; b < dim * static_cast<int64_t>(sizeof(float)); b += 64)
+        __builtin_prefetch(next + b);
+      if (bias != nullptr) __builtin_prefetch(bias + ids[i + kAhead]);
+    }
     std::memcpy(rows + i * dim, table + ids[i] * ld, static_cast<size_t>(dim) * sizeof(float));
     if (bias != nullptr) bias_rows[i] = bias[ids[i]];
   }

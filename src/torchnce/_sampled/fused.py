@@ -407,11 +407,12 @@ def _backward_with_update(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tens
     ctx.updated = True
     x, rows, dlogits = ctx.saved_tensors
     plan: InBackward = ctx.in_backward
+    # in place: a row update's node runs backward once (a second call raised above)
     if ctx.reduction == "none":
-        g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
+        g = dlogits.mul_(grad_loss.to(dlogits.dtype).unsqueeze(1))
     else:  # the gradient a mean's or sum's backward would hand every row
         row_grad = grad_loss / ctx.batch if ctx.reduction == "mean" else grad_loss
-        g = dlogits * row_grad.to(dlogits.dtype)
+        g = dlogits.mul_(row_grad.to(dlogits.dtype))
     grad_x, grad_rows, grad_bias_rows = _op_grads(g, x, rows, ctx.num_true, ctx.width,
                                                   (ctx.needs_input_grad[0], True, ctx.has_bias))
     assert grad_rows is not None
