@@ -149,3 +149,31 @@ def test_sparse_gradients_do_not_compile_to_one_graph():
                          fullgraph=True, backend="aot_eager")
     with pytest.raises(torch._dynamo.exc.Unsupported):
         step(labels(0)).backward()
+
+
+def test_import_does_not_load_dynamo():
+    """``import torch._dynamo`` costs ~0.8 s: torchnce leaves it to whoever compiles."""
+    import subprocess
+    import sys
+
+    code = "import sys, torchnce; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_constant_under_compile_marks_as_dynamo_does():
+    import torch._dynamo
+
+    from torchnce._common.compile import constant_under_compile
+
+    def ours():
+        return 0
+
+    def theirs():
+        return 0
+
+    constant_under_compile(ours)
+    torch._dynamo.assume_constant_result(theirs)
+    marks = {k for k in vars(theirs) if k.startswith("_dynamo")}
+    assert marks and {k: vars(ours)[k] for k in marks} == {k: vars(theirs)[k] for k in marks}

@@ -13,6 +13,7 @@ import math
 import torch
 from torch._subclasses.fake_tensor import is_fake
 
+from torchnce._common.compile import constant_under_compile
 from torchnce._common.types import SampledValues
 from torchnce._native import samplers as native
 from torchnce._sampling import fast
@@ -46,7 +47,7 @@ def uniform_p(range_max: int) -> float:
     return f32(1.0 / range_max)
 
 
-@torch._dynamo.assume_constant_result  # type: ignore[untyped-decorator]
+@constant_under_compile
 def uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
     """The unique-sampling plan of the uniform distribution (see ``unique_plan``); under
     ``torch.compile`` a constant computed at trace time."""
@@ -103,7 +104,7 @@ def _log_uniform_table(range_max: int, device: torch.device) -> torch.Tensor:
     return _log_uniform_formula(torch.arange(range_max, device=device), range_max)
 
 
-@torch._dynamo.assume_constant_result  # type: ignore[untyped-decorator]
+@constant_under_compile
 def log_uniform_plan(range_max: int, num_sampled: int) -> UniquePlan:
     """The unique-sampling plan of the log-uniform law, from ~700 bins of nearly equal P;
     under ``torch.compile`` a constant computed at trace time."""
