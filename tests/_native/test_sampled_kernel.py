@@ -230,20 +230,3 @@ def test_torch_compile_sees_each_op_as_one_node() -> None:
     assert not any(name.startswith(("aten.mm", "aten.addmm", "aten.sigmoid")) for name in names)
     eager = torchnce.nce_loss(w, None, y, x, 5, 40, sampled_values=values).sum()
     torch.testing.assert_close(loss, eager)
-
-
-@pytest.mark.parametrize("loss_fn", LOSSES)
-@pytest.mark.parametrize("per_example", [False, True])
-def test_rows_split_over_two_threads_give_the_same_result(
-        loss_fn: Any, per_example: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large calls run the batch's halves on two threads: every pointer offset by the half."""
-    monkeypatch.setattr(native, "SPLIT_LOGITS", 1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert len(native._halves(9, 14)) == 2
-        args = problem(13, num_true=3, per_example=per_example, bias=True, shards=1)
-        mask = torch.rand(args["labels"].shape, generator=torch.Generator().manual_seed(5)) < 0.7
-        compare(loss_fn, args, monkeypatch, label_mask=mask, remove_accidental_hits=True)
-    finally:
-        torch.set_num_threads(threads)

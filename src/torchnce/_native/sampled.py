@@ -11,10 +11,8 @@ The pure-PyTorch twin is ``torchnce._sampled.fused``; tests compare the two.
 
 from __future__ import annotations
 
-import concurrent.futures
 import ctypes
 import functools
-import os
 from typing import Any
 
 import torch
@@ -26,51 +24,10 @@ _SIGNATURES: dict[str, list[Any]] = {
     "torchnce_sl_gather": [_P, _I, _I, _I, _P, _P, _I, _P, _P],
     "torchnce_sl_forward": [_P, _I, _I, _P, _P, _P, _I, _I, ctypes.c_int, _P, _P, _I, _I, _P, _I,
                             _I, _P, _P, ctypes.c_int, _P, _P],
-    "torchnce_sl_backward": [_P, _I, _I, _P, _I, _I, ctypes.c_int, _P, _P, _P, _P],
+    "torchnce_sl_backward": [_P, _I, _I, _P, _I, _I, ctypes.c_int, _P, _P, _P, _P, _P],
     "torchnce_row_update": [ctypes.c_int, _P, _I, _I, _I, _P, _I, _P, _P, _F, _F, _P, _P, _I, _P],
 }
 ROW_UPDATES = {"sgd": 0, "adagrad": 1, "rowwise_adagrad": 2}
-SPLIT_LOGITS = 1 << 18  # logits per call above which the rows are split over two threads
-# (handing half to a helper thread costs ~40 us: measured to pay from ~2^18 logits on)
-
-_POOL: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    """One helper thread for the second half of large calls (ctypes releases the GIL)."""
-    global _POOL
-    if _POOL is None:
-        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1,
-                                                      thread_name_prefix="torchnce")
-    return _POOL
-
-
-def _forget_pool() -> None:
-    global _POOL
-    _POOL = None
-
-
-os.register_at_fork(after_in_child=_forget_pool)  # a forked child has no helper thread
-
-
-def _halves(batch: int, width: int) -> list[tuple[int, int]]:
-    """Row ranges for one call, or two (large calls with at least two torch threads)."""
-    if batch * width < SPLIT_LOGITS or batch < 2 or torch.get_num_threads() < 2:
-        return [(0, batch)]
-    middle = batch // 2
-    return [(0, middle), (middle, batch)]
-
-
-def _run_split(call: Any, parts: list[tuple[int, int]]) -> None:
-    """``call(start, stop)`` for each part, the second on the helper thread."""
-    if len(parts) == 1:
-        call(*parts[0])
-        return
-    other = _pool().submit(call, *parts[1])
-    call(*parts[0])
-    other.result()
-
-
 @functools.cache
 def _fn(name: str) -> Any:
     return kernel(name, _SIGNATURES[name])
@@ -172,7 +129,7 @@ def forward(
            None if mask_u8 is None else mask_u8.data_ptr() + start * num_true, int(softmax),
            dlogits.data_ptr() + start * width * f32, loss.data_ptr() + start * f32)
 
-    _run_split(rows_of, _halves(batch, width))
+    rows_of(0, batch)
     return loss, dlogits
 
 
@@ -187,9 +144,11 @@ def backward(
     for name, t in (("grad_x", grad_x), ("grad_rows", grad_rows), ("grad_bias", grad_bias)):
         if t is not None:
             _need(t, torch.float32, name)
-    _fn("torchnce_sl_backward")(x.data_ptr(), batch, dim, rows.data_ptr(), num_true,
-                                num_sampled, int(per_example), g.data_ptr(), _ptr(grad_x),
-                                _ptr(grad_rows), _ptr(grad_bias))
+    fn, f32 = _fn("torchnce_sl_backward"), 4
+    fn(x.data_ptr(), batch, dim, rows.data_ptr(), num_true, num_sampled, int(per_example),
+       g.data_ptr(), _ptr(grad_x), _ptr(grad_rows), _ptr(grad_bias),
+       None if grad_bias is None or per_example else
+       grad_bias.data_ptr() + batch * num_true * f32)
 
 
 def row_update(kind: str, table: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor,
