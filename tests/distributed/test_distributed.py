@@ -371,3 +371,40 @@ def test_errors_without_a_process_group_or_with_bad_arguments() -> None:
         gather_state_dict([{"weight": torch.zeros(2, 1)}, {"weight": torch.zeros(4, 1)}], "div")
     with pytest.raises(ValueError, match=r"^state_dict must hold a 'weight'"):
         shard_state_dict({"bias": torch.zeros(3)}, 0, 2)
+
+
+def _check_row_update(rank: int, world: int, tmp: Path) -> None:
+    """A sharded layer with ``update=RowUpdate`` takes the single-process layer's steps."""
+    del tmp
+    for name, exchange, strategy in (("sgd", "padded", "mod"), ("adagrad", "padded", "div"),
+                                     ("rowwise_adagrad", "variable", "mod")):
+        p, rows = _problem(world, 2), _rows(rank, world)
+        layer = ShardedSampledSoftmaxLoss(C, D, S, num_true=2, partition_strategy=strategy,
+                                          dtype=torch.float64, exchange=exchange,
+                                          update=torchnce.RowUpdate(name, lr=LR))
+        full = {"weight": p["weight"], "bias": p["bias"]}
+        layer.load_state_dict(shard_state_dict(full, rank, world, strategy), strict=False)
+        reference = torchnce.SampledSoftmaxLoss(C, D, S, num_true=2, dtype=torch.float64,
+                                                partition_strategy=strategy,
+                                                update=torchnce.RowUpdate(name, lr=LR))
+        reference.load_state_dict({"weight": p["weight"], "bias": p["bias"]}, strict=False)
+        values = (p["sampled"], p["true_count"], p["sampled_count"])
+        for _ in range(2):
+            x = p["inputs"][rows].clone().requires_grad_()
+            layer(x, p["labels"][rows], sampled_values=(values[0], values[1][rows], values[2])
+                  ).backward()
+            reference(p["inputs"], p["labels"], sampled_values=values).backward()
+        ids, close = layer.shard_ids(), _close(f"RowUpdate {name} {exchange} {strategy}")
+        assert layer.weight.grad is None
+        close(layer.weight.detach(), reference.weight.detach()[ids])
+        close(layer.bias.detach(), reference.bias.detach()[ids])
+
+
+def test_row_update_on_two_ranks_matches_single_process(checkpoint_dir: Path) -> None:
+    reports = _launch(_check_row_update, 2, checkpoint_dir)
+    assert reports == ["ok", "ok"], "\n".join(reports)
+
+
+def test_row_update_refused_with_sparse_grad() -> None:
+    with pytest.raises(ValueError, match=r"^update cannot be combined with sparse_grad=True"):
+        ShardedNCELoss(C, D, S, sparse_grad=True, update=torchnce.RowUpdate("sgd", lr=0.1))

@@ -26,6 +26,7 @@ from torchnce._layers.base import (
     layer_classes,
     settings_of,
 )
+from torchnce._layers.update import RowUpdate
 from torchnce._sampled.problem import Classes, check_inputs
 from torchnce._sampled.spec import LossSpec
 from torchnce._sampling.samplers import CandidateSampler
@@ -92,6 +93,7 @@ class ShardedOutputLayer(nn.Module):
         max_batch_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        update: RowUpdate | None = None,
     ) -> None:
         super().__init__()
         (self.num_classes, self.embedding_dim, self.num_sampled, self.num_true,
@@ -100,6 +102,9 @@ class ShardedOutputLayer(nn.Module):
             self.spec, num_classes, embedding_dim, num_sampled, num_true,
             remove_accidental_hits, partition_strategy, sparse_grad, reduction)
         self.seed = check_int("seed", seed)
+        if update is not None and self.sparse_grad:  # before the process group is looked up
+            raise ValueError("update cannot be combined with sparse_grad=True: the RowUpdate "
+                             "applies the rows' gradients itself, none is built")
         _, self.max_batch_size = check_exchange(exchange, self.sparse_grad, max_batch_size)
         self.exchange: Exchange | None = exchange  # None: picked at each call, by sparse_grad
         self._agreed_batch: int | None = None
@@ -116,6 +121,26 @@ class ShardedOutputLayer(nn.Module):
             self.bias = nn.Parameter(torch.empty(ids.numel(), **factory))
         self._generator: torch.Generator | None = None
         self.reset_parameters()
+        if update is not None and not isinstance(update, RowUpdate):
+            raise TypeError(f"update must be a torchnce.RowUpdate or None, got "
+                            f"{type(update).__name__}")
+        self.update = update
+        self._check_update()
+
+    def _check_update(self) -> RowUpdate | None:
+        """The shard's row update, checked against the settings and bound to the shard."""
+        update = self.update
+        if update is None:
+            return None
+        if self.sparse_grad:
+            raise ValueError("update cannot be combined with sparse_grad=True: the RowUpdate "
+                             "applies the rows' gradients itself, none is built")
+        tables = [self.weight] + ([] if self.bias is None else [self.bias])
+        if not all(t.requires_grad for t in tables):
+            raise ValueError("update needs the weight and bias shards to require grad (the "
+                             "RowUpdate updates them in backward); one has requires_grad=False")
+        update.bind([self.weight], None if self.bias is None else [self.bias])
+        return update
 
     @property
     def settings(self) -> Settings:
@@ -190,11 +215,12 @@ class ShardedOutputLayer(nn.Module):
                                             inputs, labels, self.num_classes,
                                             self.partition_strategy, chunk)
         else:
+            update = self._check_update()
             classes = self._classes(inputs, labels, sampled_values)
             loss, total = sharded_sampled_loss(
                 self.spec.kind, self.comm, self.weight, self.bias, inputs, classes,
                 self.num_classes, self.partition_strategy, sparse_grad=self.sparse_grad,
-                capacity=self._capacity(inputs.shape[0]))
+                capacity=self._capacity(inputs.shape[0]), update=update)
         if self.reduction == "mean":
             return loss.sum() / total  # the mean over the global batch
         return apply_reduction(loss, self.reduction)

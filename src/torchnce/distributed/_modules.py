@@ -65,6 +65,10 @@ class ShardedNCELoss(ShardedOutputLayer):
             ``ValueError`` on every rank (a device-side assertion off CPU).
         device: where to create the shard (the GPU of this rank for NCCL).
         dtype: its floating dtype.
+        update: a :class:`torchnce.RowUpdate` applied to the shard's touched rows inside
+            backward (optimizer in backward; every rank's gradients of a row reach its owner
+            first, so the step equals the single-process layer's); None leaves the shard to
+            an optimizer.
 
     Raises:
         TypeError, ValueError: as :class:`torchnce.NCELoss`.
@@ -124,6 +128,7 @@ class ShardedSampledSoftmaxLoss(ShardedOutputLayer):
         max_batch_size: as :class:`ShardedNCELoss`, the padded exchange's batch capacity.
         device: where to create the shard.
         dtype: its floating dtype.
+        update: as :class:`ShardedNCELoss`.
 
     Raises:
         TypeError, ValueError: as :class:`torchnce.SampledSoftmaxLoss`.

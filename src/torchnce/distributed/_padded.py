@@ -25,6 +25,8 @@ gathered (``2·(P−1)/P·S`` rows instead of ``(P−1)/P·S``). Figures in docs
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from torchnce._common.checks import reads_on_host
@@ -67,12 +69,12 @@ def _check_blocks(blocks: torch.Tensor, capacity: int) -> None:
 
 def _owned_rows(
     weight: torch.Tensor, bias: torch.Tensor | None, ids: torch.Tensor, rank: int, world: int,
-    num_classes: int, strategy: str,
+    num_classes: int, strategy: str, update: Any = None,
 ) -> torch.Tensor:
     """``[n, D (+1)]``: the rows of the ids this rank owns, zeros for the others and for −1."""
     owner, row = route(ids.clamp(min=0), num_classes, world, strategy)
     mine = (ids >= 0) & (owner == rank)
-    rows = payload(weight, bias, torch.where(mine, row, 0), sparse_grad=False)
+    rows = payload(weight, bias, torch.where(mine, row, 0), sparse_grad=False, update=update)
     return torch.where(mine.unsqueeze(1), rows, 0.0)
 
 
@@ -85,6 +87,7 @@ def padded_rows(
     num_classes: int,
     strategy: str,
     capacity: int,
+    update: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``([b·T + S, D (+1)] rows of the labels (row-major) then the candidates, the global
     batch size as a 0-d int64 tensor)``, for labels ``[b, T]`` with ``b <= capacity``.
@@ -100,7 +103,7 @@ def padded_rows(
     if labels.shape[0] > capacity:  # off CPU: the peers' assertions fail, this rank says why
         raise ValueError(too_large(capacity, labels.shape[0], rank))
     asked = torch.cat([blocks[:, 2:].reshape(-1), sampled.to(device)])  # one gather, one grad
-    rows = _owned_rows(weight, bias, asked, rank, world, num_classes, strategy)
+    rows = _owned_rows(weight, bias, asked, rank, world, num_classes, strategy, update)
     answers, owned = rows[: world * slots], rows[world * slots :]
     got = exchange(comm, answers, [slots] * world, [slots] * world, "label rows")
     ids = labels.reshape(-1).to(device)

@@ -17,6 +17,8 @@ Two exchanges give the same rows (and, by their backward, the same shard gradien
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from torchnce._common.types import LossKind
@@ -40,20 +42,23 @@ def sharded_sampled_loss(
     *,
     sparse_grad: bool,
     capacity: int | None,
+    update: Any = None,
 ) -> tuple[torch.Tensor, int | torch.Tensor]:
     """``(per-example loss [b_r], global batch size)`` for validated classes: labels int64
     ``[b_r, T]``, shared candidates ``[S]`` (the same on every rank), counts and hits. A
     ``capacity`` (the most rows of any rank's batch) takes the padded exchange, whose global
-    batch size is a 0-d tensor; None takes the variable one."""
+    batch size is a 0-d tensor; None takes the variable one. ``update``: a ``RowUpdate`` bound
+    to this rank's shard, applied in backward."""
     labels, num_true = classes.labels, classes.num_true
     total: int | torch.Tensor
     if capacity is None:
         rows, total_labels = variable_rows(comm, weight, bias, labels.reshape(-1),
-                                           classes.sampled, num_classes, strategy, sparse_grad)
+                                           classes.sampled, num_classes, strategy, sparse_grad,
+                                           update)
         total = total_labels // num_true
     else:
         rows, total = padded_rows(comm, weight, bias, labels, classes.sampled, num_classes,
-                                  strategy, capacity)
+                                  strategy, capacity, update)
     dim = weight.shape[1]
     w_rows, b_rows = rows[:, :dim], (None if bias is None else rows[:, dim])
     plan = FusedPlan(None, None, log_q(classes, inputs.dtype), classes.hits, None, num_true,

@@ -20,6 +20,7 @@ Per rank and step ``2·(P−1)/P·(S + b·T)·(D + 1)`` values, ``(P−1)/P·b·
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import torch
 
@@ -52,6 +53,7 @@ def variable_rows(
     num_classes: int,
     strategy: str,
     sparse_grad: bool,
+    update: Any = None,
 ) -> tuple[torch.Tensor, int]:
     """``([n_true + S, D (+1)] rows of label_ids then sampled, global number of labels)``.
 
@@ -74,7 +76,8 @@ def variable_rows(
     index = torch.cat([torch.cat([wanted[starts[q]:starts[q + 1]], own]) for q in range(world)])
     send = [n + s_counts[rank] for n in from_peers]
     recv = [asked[q] + s_counts[q] for q in range(world)]
-    received = exchange(comm, payload(weight, bias, index, sparse_grad), send, recv, "rows")
+    received = exchange(comm, payload(weight, bias, index, sparse_grad, update), send, recv,
+                        "rows")
     offsets = [0, *itertools.accumulate(recv)][:-1]
     true_pos = _positions(order_l.to(device), offsets, asked)
     sampled_pos = _positions(order_s.to(device),
