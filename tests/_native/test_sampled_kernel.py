@@ -230,3 +230,17 @@ def test_torch_compile_sees_each_op_as_one_node() -> None:
     assert not any(name.startswith(("aten.mm", "aten.addmm", "aten.sigmoid")) for name in names)
     eager = torchnce.nce_loss(w, None, y, x, 5, 40, sampled_values=values).sum()
     torch.testing.assert_close(loss, eager)
+
+
+@pytest.mark.parametrize("loss_fn", [torchnce.nce_loss, torchnce.sampled_softmax_loss])
+@pytest.mark.parametrize("shapes", [((), ()), ((1, 1), (11,)), ((3,), (1,)), ((9, 3), ())])
+def test_broadcast_expected_counts(loss_fn: Any, shapes: tuple[tuple[int, ...], ...],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Expected counts of any broadcastable shape (and float64) reach the kernel by strides."""
+    args = problem(17, num_true=3, per_example=False, bias=True, shards=1)
+    gen = torch.Generator().manual_seed(2)
+    true_shape, sampled_shape = shapes
+    args["sampled_values"] = (args["sampled_values"][0],
+                              torch.rand(true_shape, generator=gen, dtype=torch.float64) + 0.1,
+                              torch.rand(sampled_shape, generator=gen) + 0.1)
+    compare(loss_fn, args, monkeypatch)

@@ -80,12 +80,20 @@ def gather(table: torch.Tensor, bias: torch.Tensor | None, ids: torch.Tensor
     return rows, bias_rows
 
 
-def _strided(count: torch.Tensor | None, shape: tuple[int, int]) -> tuple[int | None, int, int]:
-    """A float32 ``[B, K]``-broadcastable tensor as ``(pointer, row stride, column stride)``."""
+def _strided(count: torch.Tensor | None, shape: tuple[int, int]
+             ) -> tuple[torch.Tensor | None, int, int]:
+    """A ``[B, K]``-broadcastable tensor as ``(float32 tensor, row stride, column stride)``
+    in elements (the tensor is returned so that its memory outlives the call)."""
     if count is None:
         return None, 0, 0
-    view = count.to(torch.float32).expand(shape)
-    return view.data_ptr(), view.stride(0), view.stride(1)
+    if count.dtype != torch.float32:
+        count = count.to(torch.float32)
+    if count.dim() == 2 and tuple(count.shape) == shape:
+        return count, count.stride(0), count.stride(1)
+    if count.dim() == 1 and count.shape[0] == shape[1]:
+        return count, 0, count.stride(0)
+    view = count.expand(shape)
+    return view, view.stride(0), view.stride(1)
 
 
 def forward(
@@ -98,38 +106,23 @@ def forward(
     shared candidates (None per-example)."""
     batch, dim = x.shape
     width = num_true + num_sampled
-    _need(x, torch.float32, "x")
-    _need(rows, torch.float32, "rows")
-    if bias_rows is not None:
-        _need(bias_rows, torch.float32, "bias_rows")
-    if sdots is not None:
-        _need(sdots, torch.float32, "sdots")
+    for name, t in (("x", x), ("rows", rows), ("bias_rows", bias_rows), ("sdots", sdots)):
+        if t is not None and (t.dtype != torch.float32 or not t.is_contiguous()):
+            raise ValueError(f"{name} must be a contiguous float32 tensor, got {t.dtype}")
     lq_true, lq_sampled = (None, None) if log_q is None else log_q
-    pt = _strided(lq_true, (batch, num_true))
-    ps = _strided(lq_sampled, (batch, num_sampled))
+    true_q, qt_b, qt_t = _strided(lq_true, (batch, num_true))
+    sampled_q, qs_b, qs_s = _strided(lq_sampled, (batch, num_sampled))
     hits_u8 = None if hits is None else _need(hits.contiguous(), torch.bool, "hits")
     mask_u8 = None if label_mask is None else _need(label_mask.contiguous(), torch.bool,
                                                     "label_mask")
     dlogits, loss = torch.empty(batch, width), torch.empty(batch)
-    fn, f32 = _fn("torchnce_sl_forward"), 4
     sampled_bias = None if bias_rows is None or per_example else (
-        bias_rows.data_ptr() + batch * num_true * f32)
-
-    def rows_of(start: int, stop: int) -> None:
-        # rows [start, stop) of the batch: every pointer moved to row `start`
-        first = start * (width if per_example else num_true)
-        fn(x.data_ptr() + start * dim * f32, stop - start, dim,
-           rows.data_ptr() + first * dim * f32,
-           None if bias_rows is None else bias_rows.data_ptr() + first * f32,
-           sampled_bias, num_true, num_sampled, int(per_example),
-           None if sdots is None else sdots.data_ptr() + start * num_sampled * f32,
-           None if pt[0] is None else pt[0] + start * pt[1] * f32, pt[1], pt[2],
-           None if ps[0] is None else ps[0] + start * ps[1] * f32, ps[1], ps[2],
-           None if hits_u8 is None else hits_u8.data_ptr() + start * num_sampled,
-           None if mask_u8 is None else mask_u8.data_ptr() + start * num_true, int(softmax),
-           dlogits.data_ptr() + start * width * f32, loss.data_ptr() + start * f32)
-
-    rows_of(0, batch)
+        bias_rows.data_ptr() + batch * num_true * 4)
+    _fn("torchnce_sl_forward")(
+        x.data_ptr(), batch, dim, rows.data_ptr(), _ptr(bias_rows), sampled_bias, num_true,
+        num_sampled, int(per_example), _ptr(sdots), _ptr(true_q), qt_b, qt_t,
+        _ptr(sampled_q), qs_b, qs_s, _ptr(hits_u8), _ptr(mask_u8), int(softmax),
+        dlogits.data_ptr(), loss.data_ptr())
     return loss, dlogits
 
 
