@@ -38,7 +38,7 @@ from torchnce._common.types import (
 )
 from torchnce._exact.chunked import Layout
 from torchnce._exact.evaluation import exact_loss, full_logits, top_k
-from torchnce._layers.update import RowUpdate
+from torchnce._layers.update import RowUpdate, bound_update, checked_update
 from torchnce._sampled.fused import fused_sampled_loss
 from torchnce._sampled.problem import (
     Classes,
@@ -254,26 +254,12 @@ class OutputLayer(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
-        if update is not None and not isinstance(update, RowUpdate):
-            raise TypeError(f"update must be a torchnce.RowUpdate or None, got "
-                            f"{type(update).__name__}")
-        self.update = update
+        self.update = checked_update(update, sparse_grad=self.sparse_grad)
         self._check_update()
 
     def _check_update(self) -> RowUpdate | None:
         """The layer's row update, checked against its settings and bound to its tables."""
-        update = self.update
-        if update is None:
-            return None
-        if self.sparse_grad:
-            raise ValueError("update cannot be combined with sparse_grad=True: the RowUpdate "
-                             "applies the rows' gradients itself, none is built")
-        tables = [*self._weights(), *(self._biases() or [])]
-        if not all(t.requires_grad for t in tables):
-            raise ValueError("update needs every weight and bias to require grad (the "
-                             "RowUpdate updates them in backward); one has requires_grad=False")
-        update.bind(self._weights(), self._biases())
-        return update
+        return bound_update(self.update, self.sparse_grad, self._weights(), self._biases())
 
     @property
     def settings(self) -> Settings:

@@ -202,6 +202,31 @@ class RowUpdate(nn.Module):
                 table.index_add_(0, rows, _masked(step, keep))
 
 
+def checked_update(update: Any, *, sparse_grad: bool) -> RowUpdate | None:
+    """A layer's ``update`` argument: a ``RowUpdate`` or None, never with ``sparse_grad``."""
+    if update is not None and not isinstance(update, RowUpdate):
+        raise TypeError(f"update must be a torchnce.RowUpdate or None, got "
+                        f"{type(update).__name__}")
+    if update is not None and sparse_grad:
+        raise ValueError("update cannot be combined with sparse_grad=True: the RowUpdate "
+                         "applies the rows' gradients itself, none is built")
+    return update
+
+
+def bound_update(update: RowUpdate | None, sparse_grad: bool, weights: list[torch.Tensor],
+                 biases: list[torch.Tensor] | None) -> RowUpdate | None:
+    """A layer's update checked against its current settings and bound to its tables (at
+    construction and at every sampled call, so that a setting changed since is caught)."""
+    update = checked_update(update, sparse_grad=sparse_grad)
+    if update is None:
+        return None
+    if not all(t.requires_grad for t in [*weights, *(biases or [])]):
+        raise ValueError("update needs every weight and bias to require grad (the RowUpdate "
+                         "updates them in backward); one has requires_grad=False")
+    update.bind(weights, biases)
+    return update
+
+
 def _masked(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """``values`` where ``keep`` (per row), exactly 0 elsewhere (not ``values·0``: inf·0 is NaN)."""
     if values.dim() == 2:

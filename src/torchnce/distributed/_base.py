@@ -26,7 +26,7 @@ from torchnce._layers.base import (
     layer_classes,
     settings_of,
 )
-from torchnce._layers.update import RowUpdate
+from torchnce._layers.update import RowUpdate, bound_update, checked_update
 from torchnce._sampled.problem import Classes, check_inputs
 from torchnce._sampled.spec import LossSpec
 from torchnce._sampling.samplers import CandidateSampler
@@ -102,9 +102,7 @@ class ShardedOutputLayer(nn.Module):
             self.spec, num_classes, embedding_dim, num_sampled, num_true,
             remove_accidental_hits, partition_strategy, sparse_grad, reduction)
         self.seed = check_int("seed", seed)
-        if update is not None and self.sparse_grad:  # before the process group is looked up
-            raise ValueError("update cannot be combined with sparse_grad=True: the RowUpdate "
-                             "applies the rows' gradients itself, none is built")
+        update = checked_update(update, sparse_grad=self.sparse_grad)  # before the group
         _, self.max_batch_size = check_exchange(exchange, self.sparse_grad, max_batch_size)
         self.exchange: Exchange | None = exchange  # None: picked at each call, by sparse_grad
         self._agreed_batch: int | None = None
@@ -121,26 +119,13 @@ class ShardedOutputLayer(nn.Module):
             self.bias = nn.Parameter(torch.empty(ids.numel(), **factory))
         self._generator: torch.Generator | None = None
         self.reset_parameters()
-        if update is not None and not isinstance(update, RowUpdate):
-            raise TypeError(f"update must be a torchnce.RowUpdate or None, got "
-                            f"{type(update).__name__}")
         self.update = update
         self._check_update()
 
     def _check_update(self) -> RowUpdate | None:
         """The shard's row update, checked against the settings and bound to the shard."""
-        update = self.update
-        if update is None:
-            return None
-        if self.sparse_grad:
-            raise ValueError("update cannot be combined with sparse_grad=True: the RowUpdate "
-                             "applies the rows' gradients itself, none is built")
-        tables = [self.weight] + ([] if self.bias is None else [self.bias])
-        if not all(t.requires_grad for t in tables):
-            raise ValueError("update needs the weight and bias shards to require grad (the "
-                             "RowUpdate updates them in backward); one has requires_grad=False")
-        update.bind([self.weight], None if self.bias is None else [self.bias])
-        return update
+        return bound_update(self.update, self.sparse_grad, [self.weight],
+                            None if self.bias is None else [self.bias])
 
     @property
     def settings(self) -> Settings:
