@@ -275,10 +275,8 @@ def _native_forward(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 def _native_grads(
     g: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, num_true: int, need: tuple[bool, ...],
-    workspace: Workspace | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """:func:`_grads` with the native kernels (and the BLAS for shared candidates)."""
-    del workspace
     batch, dim = x.shape
     width = g.shape[1]
     per_example = rows.dim() == 3
