@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.resources
 import lzma
 import math
 import re
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import torchnce
+import torchnce.datasets
 
 CONTEXT = 4  # previous words seen by the model
 
@@ -42,7 +42,7 @@ CONTEXT = 4  # previous words seen by the model
 def read_ids() -> tuple[torch.Tensor, int]:
     """The shipped corpus as word ids by decreasing frequency (what the log-uniform sampler
     assumes), and the vocabulary size: every distinct run of lower-case letters."""
-    path = importlib.resources.files("torchnce.app.word2vec") / "data" / "kjv.txt.xz"
+    path = torchnce.datasets.kjv_path()
     words = re.findall(r"[a-z]+", lzma.decompress(path.read_bytes()).decode("utf-8").lower())
     index = {w: i for i, (w, _) in enumerate(collections.Counter(words).most_common())}
     return torch.tensor([index[w] for w in words]), len(index)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.resources
 import lzma
 import math
 import re
@@ -34,13 +33,14 @@ import torch
 from torch import nn
 
 import torchnce
+import torchnce.datasets
 
 VALID_WORDS = ("god", "king", "said", "water", "three", "house", "day", "son")
 
 
 def read_words() -> list[str]:
     """The shipped corpus, lower-cased, as a list of words (runs of letters)."""
-    path = importlib.resources.files("torchnce.app.word2vec") / "data" / "kjv.txt.xz"
+    path = torchnce.datasets.kjv_path()
     text = lzma.decompress(path.read_bytes()).decode("utf-8")
     return re.findall(r"[a-z]+", text.lower())
 

@@ -20,9 +20,11 @@ ALLOWED = {  # subpackage -> the torchnce subpackages it may import
     "_layers": {"_common", "_native", "_sampling", "_sampled", "_exact", "_layers"},
     "_contrastive": {"_common", "_sampling", "_contrastive"},
     "_native": {"_common", "_native"},
+    "datasets": {"datasets"},
     "distributed": {"_common", "_sampling", "_sampled", "_exact", "_layers", "distributed"},
 }
-APP_ENTRY_POINTS = {"torchnce", "torchnce.distributed", "torchnce._sampled.step",
+APP_ENTRY_POINTS = {"torchnce", "torchnce.distributed", "torchnce.datasets",
+                    "torchnce._sampled.step",
                     "torchnce._native.word2vec", "torchnce._native.sampling",
                     "torchnce._native.corpus"}
 MODULES = sorted(PACKAGE.rglob("*.py"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import importlib.resources
 import lzma
 import re
 from collections import Counter
@@ -22,6 +21,7 @@ import torch
 
 import torchnce
 from torchnce._native.corpus import scan_ascii
+from torchnce.datasets import kjv_path
 
 SHIPPED_CORPUS = "kjv.txt.xz"
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
@@ -52,10 +52,8 @@ class Corpus:
 
 
 def shipped_corpus_path() -> Path:
-    """The King James Bible shipped inside the package (see ``data/README.md`` beside this
-    module)."""
-    data = importlib.resources.files("torchnce.app.word2vec") / "data"
-    return Path(str(data / SHIPPED_CORPUS))
+    """The King James Bible shipped inside the package (``torchnce.datasets.kjv_path()``)."""
+    return kjv_path()
 
 
 def _open_bytes(path: Path) -> IO[bytes]:
