@@ -203,11 +203,12 @@ int torchnce_sl_gather(const float* table, int64_t ld, int64_t num_rows, int64_t
   return 0;
 }
 
-// x [B, D]; shared: rows [B*T, D] of the true classes (the sampled rows' dots are sdots),
-// bias_rows [B*T] and sampled_bias [S] or null, sdots [B, S] (x times the sampled rows, without
-// bias); per_example: rows [B, T + S, D], bias_rows [B, T + S], sdots and sampled_bias unused.
-// (A caller may pass a range of the batch's rows: every pointer is per row but sampled_bias.) Log expected counts lq_true / lq_sampled by strides (null: none), hits [B, S] and
-// label_mask [B, T] as bytes or null. Out: dlogits [B, T + S], loss [B].
+// x [B, D]; shared: rows [B*T + S, D] (the true classes' rows first; the sampled rows enter as
+// their dots sdots [B, S], x times them without bias), bias_rows [B*T] of the true classes and
+// sampled_bias [S], or null; per_example: rows [B, T + S, D], bias_rows [B, T + S], sdots and
+// sampled_bias unused. Log expected counts lq_true / lq_sampled by strides (null: none), hits
+// [B, S] and label_mask [B, T] as bytes or null. Out: dlogits [B, T + S], loss [B]. Every
+// pointer but sampled_bias is per row, so a caller may pass a range of the batch's rows.
 int torchnce_sl_forward(const float* x, int64_t batch, int64_t dim, const float* rows,
                         const float* bias_rows, const float* sampled_bias, int64_t t,
                         int64_t s, int per_example, const float* sdots, const float* lq_true, int64_t lqt_b, int64_t lqt_t,
@@ -276,9 +277,9 @@ int torchnce_sl_forward(const float* x, int64_t batch, int64_t dim, const float*
 // g [B, T + S] = dL/dlogits already scaled by the loss's incoming gradient. Shared: adds the
 // true rows' part to grad_x (which holds g_s·W_s, or zeros), writes the true rows' gradients
 // g_bt x_b into grad_rows[:B*T], the true bias rows' gradients g_bt into grad_bias[:B*T] and
-// the column sums of g_s into sampled_sums [S] (null: none). A caller may pass a range of the
-// batch's rows (every pointer per row but sampled_sums, which then holds that range's sums). Per-example: grad_x[b] = sum_j g_bj rows_bj (overwritten),
-// grad_rows[b, j] = g_bj x_b, grad_bias = g. grad_x or grad_rows may be null (not needed).
+// the column sums of g_s into sampled_sums [S] (null: none). Per-example: grad_x[b] = sum_j
+// g_bj rows_bj (overwritten), grad_rows[b, j] = g_bj x_b, grad_bias = g. grad_x or grad_rows
+// may be null (not needed). Every pointer but sampled_sums is per row.
 int torchnce_sl_backward(const float* x, int64_t batch, int64_t dim, const float* rows,
                          int64_t t, int64_t s, int per_example, const float* g, float* grad_x,
                          float* grad_rows, float* grad_bias, float* sampled_sums) {

@@ -242,16 +242,12 @@ def _grads(
 def _native_ok(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                plan: FusedPlan) -> bool:
     """Whether the native kernels run this step: float32 CPU tensors, eager, built."""
-    return (inputs.dtype == torch.float32 and weight.dtype == torch.float32
-            and (bias is None or bias.dtype == torch.float32)
-            and native.usable(inputs, weight, bias, plan.w_ids))
+    return native.usable(inputs, weight, bias, plan.w_ids)
 
 
 def _native_forward(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    plan: FusedPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                              torch.Tensor]:
-    """``(x, rows, loss, dL/dlogits)`` with the native kernels; ``rows`` as :func:`_forward`'s
-    (flat ``[N, D]`` per-example too; the backward takes either)."""
+                    plan: FusedPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(rows [N, D], loss, dL/dlogits)`` with the native kernels."""
     x = inputs.contiguous()
     if plan.w_ids is None:
         rows, bias_rows = weight.contiguous(), None if bias is None else bias.contiguous()
@@ -268,9 +264,7 @@ def _native_forward(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     loss, dlogits = native.forward(x, rows, bias_rows, num_true, num_sampled, per_example,
                                    sdots, plan.log_q, plan.hits, plan.label_mask,
                                    plan.kind == "softmax")
-    if width is not None:
-        rows = rows.view(x.shape[0], width, x.shape[1])
-    return x, rows, loss, dlogits
+    return rows, loss, dlogits
 
 
 def _native_grads(
@@ -314,7 +308,7 @@ def _forward_op(
     plan = FusedPlan(w_ids, b_ids, log_qs, hits, label_mask, num_true, width or None,
                      "softmax" if softmax else "sigmoid", False)
     if _native_ok(inputs, weight, bias, plan):
-        _, rows, loss, dlogits = _native_forward(inputs, weight, bias, plan)
+        rows, loss, dlogits = _native_forward(inputs, weight, bias, plan)
     else:
         _, rows, logits = _forward(inputs, weight, bias, plan)
         loss, dlogits = _loss_and_grad(plan, logits)
@@ -332,9 +326,7 @@ def _backward_op(
     not needed is empty."""
     if width:
         rows = rows.view(x.shape[0], width, x.shape[1])
-    native_ok = x.dtype == torch.float32 and rows.dtype == torch.float32 and native.usable(
-        g, x, rows)
-    if native_ok:
+    if native.usable(g, x, rows):
         grad_x, grad_rows, grad_bias = _native_grads(g, x.contiguous(), rows.contiguous(),
                                                      num_true, (need_x, need_rows, need_bias))
     else:
