@@ -434,9 +434,10 @@ def test_unpaired_mode_with_per_example_negatives():
         call(negative_keys=embeddings(B, M, D))
 
 
-@pytest.mark.parametrize("shape", [(D,), (B, 1, D)])
-def test_query_not_a_matrix(shape):
-    with pytest.raises(ValueError, match=r"^query must be a non-empty \[B, D\] matrix"):
+@pytest.mark.parametrize("shape", [(D,), (B, 1, 1, D), (B, 0, D)])
+def test_query_not_a_matrix(shape):  # [B, H, D] is a multi-vector query (test_retrieval.py)
+    with pytest.raises(ValueError, match=r"^query must be a non-empty \[B, D\] matrix or "
+                                         r"\[B, H, D\] tensor"):
         call(query=embeddings(*shape))
 
 

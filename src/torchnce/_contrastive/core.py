@@ -33,11 +33,15 @@ def _check_shape(name: str, tensor: torch.Tensor, letters: str, shape: Sequence[
         raise ValueError(f"{name} must be {_form(letters, shape)}, got shape {tuple(tensor.shape)}")
 
 
-def check_query(query: Any) -> torch.Tensor:
-    """The ``[B, D]`` floating query matrix, with at least one row."""
+def check_query(query: Any, *, heads: bool = False) -> torch.Tensor:
+    """The ``[B, D]`` floating query matrix, with at least one row; ``heads=True`` also takes
+    multi-vector queries ``[B, H, D]`` (at least one head)."""
     q = as_float_tensor("query", query)
+    if heads and q.dim() == 3 and q.shape[0] and q.shape[1]:
+        return q
     if q.dim() != 2 or q.shape[0] == 0:
-        raise ValueError(f"query must be a non-empty [B, D] matrix, got shape {tuple(q.shape)}")
+        form = "[B, D] matrix or [B, H, D] tensor" if heads else "[B, D] matrix"
+        raise ValueError(f"query must be a non-empty {form}, got shape {tuple(q.shape)}")
     return q
 
 
@@ -64,23 +68,39 @@ def check_ids(
 
 
 def check_log_q(
-    name: str, log_q: Any, letters: str, shape: Sequence[int], like: torch.Tensor
+    name: str,
+    log_q: Any,
+    letters: str,
+    shape: Sequence[int],
+    like: torch.Tensor,
+    min_probability: float | None = None,
 ) -> torch.Tensor:
     """Log-probabilities of ``shape`` in ``like``'s dtype: finite and <= 0 (read on the host
-    for eager CPU tensors, else a device-side assertion)."""
+    for eager CPU tensors, else a device-side assertion).
+
+    With ``min_probability`` the probabilities are clipped into ``[min_probability, 1]``
+    instead (TFRS' clip into ``[1e-6, 1]``): ``-inf`` (q = 0) and values > 0 are accepted and
+    clamped, only NaN is refused.
+    """
     t = as_float_tensor(name, log_q, device=like.device)
     _check_shape(name, t, letters, shape)
     t = t.to(device=like.device, dtype=like.dtype)
-    bad = ~(t <= 0) | torch.isneginf(t)  # NaN, > 0 (q > 1) or -inf (q = 0)
-    expected = f"{name} must hold log-probabilities, finite and <= 0 (probabilities in (0, 1])"
-    if not t.numel():
+    if min_probability is None:
+        bad = ~(t <= 0) | torch.isneginf(t)  # NaN, > 0 (q > 1) or -inf (q = 0)
+        expected = f"{name} must hold log-probabilities, finite and <= 0 (probabilities in (0, 1])"
+        fix = "; pass log(q) for probabilities q in (0, 1], or set min_probability to clip"
+    else:
+        bad = torch.isnan(t)
+        expected = f"{name} must hold log-probabilities (NaN is not one)"
+        fix = ""
+    if t.numel():
+        if not reads_on_host(t):  # a device-side assertion: no read (see _common.checks)
+            torch._assert_async(torch.logical_not(bad.any()), expected)
+        elif bool(bad.any()):
+            raise ValueError(f"{expected}, got {t[bad][0].item()}{fix}")
+    if min_probability is None:
         return t
-    if not reads_on_host(t):  # a device-side assertion: no read (see _common.checks)
-        torch._assert_async(torch.logical_not(bad.any()), expected)
-    elif bool(bad.any()):
-        raise ValueError(f"{expected}, got {t[bad][0].item()}; pass log(q) for probabilities q"
-                         " in (0, 1]")
-    return t
+    return t.clamp(math.log(min_probability), 0.0)
 
 
 def check_temperature(temperature: Any) -> float | torch.Tensor:
@@ -123,25 +143,46 @@ def embed(x: torch.Tensor, normalize: bool) -> torch.Tensor:
 
 
 def pair_scores(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """``[B, M]`` similarities with shared keys ``[M, D]`` or per-example keys ``[B, M, D]``."""
+    """``[B, M]`` similarities with shared keys ``[M, D]`` or per-example keys ``[B, M, D]``;
+    a multi-vector query ``[B, H, D]`` scores each key by its best head (max-sim)."""
+    if query.dim() == 3:
+        form = "bhd,md->bhm" if keys.dim() == 2 else "bhd,bmd->bhm"
+        return torch.einsum(form, query, keys).amax(1)
     if keys.dim() == 2:
         return query @ keys.T
     return torch.bmm(keys, query.unsqueeze(2)).squeeze(2)
 
 
+def row_scores(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``[B]``: each query with its own key ``[B, D]`` (max-sim over heads for ``[B, H, D]``)."""
+    if query.dim() == 3:
+        return torch.einsum("bhd,bd->bh", query, keys).amax(1)
+    return (query * keys).sum(1)
+
+
 def in_batch_mask(
-    query_ids: torch.Tensor | None, key_ids: torch.Tensor | None
+    query_ids: torch.Tensor | None,
+    key_ids: torch.Tensor | None,
+    all_query_ids: torch.Tensor | None = None,
+    all_key_ids: torch.Tensor | None = None,
+    offset: int = 0,
 ) -> torch.Tensor | None:
-    """``[B, B]``: True off the diagonal where rows i and j share a query id or a key id.
+    """``[B, N]``: True where row i's candidate j (key j of the ``N`` rows, row i being row
+    ``offset + i`` of them) shares row i's query id or key id, except on row i's own column.
 
     Row j's pair is a known positive, so its key is a false negative for row i when either its
     query or its key is row i's; the rule is symmetric, so the mask serves both directions.
+    The ``all_*`` ids default to the rows' own (``N = B``, offset 0).
     """
-    same = [ids.unsqueeze(1) == ids.unsqueeze(0) for ids in (query_ids, key_ids) if ids is not None]
+    pairs = ((query_ids, all_query_ids), (key_ids, all_key_ids))
+    same = [mine.unsqueeze(1) == (mine if every is None else every).unsqueeze(0)
+            for mine, every in pairs if mine is not None]
     if not same:
         return None
     mask = same[0] if len(same) == 1 else same[0] | same[1]
-    return mask.fill_diagonal_(False)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    return mask.index_put((rows, rows + offset), torch.zeros((), dtype=torch.bool,
+                                                               device=mask.device))
 
 
 def id_mask(key_ids: torch.Tensor, candidate_ids: torch.Tensor) -> torch.Tensor:
@@ -164,12 +205,15 @@ def softmax_loss(
     temperature: float | torch.Tensor,
     log_q: torch.Tensor | None,
     mask: torch.Tensor | None,
+    num_hard_negatives: int | None = None,
 ) -> torch.Tensor:
-    """Per-row ``-log softmax(scores / τ - log_q)[target]`` with masked entries removed.
+    """Per-row ``-log softmax(scores / τ - log_q)[target]`` with masked entries removed and,
+    with ``num_hard_negatives = K``, only the ``K`` largest negative logits kept per row.
 
     A masked entry is set to the dtype's most negative finite value *after* the division and
     the correction, and ``masked_fill`` passes it no gradient: no ``inf`` enters the sum and no
-    NaN reaches any gradient, the temperature's included.
+    NaN reaches any gradient, the temperature's included. The hard negatives are chosen on
+    these final logits (after correction and masks, as TFRS' ``HardNegativeMining``).
     """
     if isinstance(temperature, torch.Tensor):
         temperature = temperature.to(scores).clamp(*TEMPERATURE_RANGE)
@@ -178,4 +222,57 @@ def softmax_loss(
         logits = logits - log_q
     if mask is not None:
         logits = logits.masked_fill(mask, torch.finfo(logits.dtype).min)
+    if num_hard_negatives is not None:
+        logits, target = hardest(logits, target, num_hard_negatives)
     return F.cross_entropy(logits, target, reduction="none")
+
+
+def hardest(
+    logits: torch.Tensor, target: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, 1 + k]`` logits: each row's positive (column 0) and its ``k`` largest others."""
+    column = target.unsqueeze(1)
+    positive = logits.gather(1, column)
+    others = logits.scatter(1, column, -math.inf)  # the positive is never among the k
+    top = others.topk(k, dim=1, sorted=False).values
+    return torch.cat([positive, top], dim=1), torch.zeros_like(target)
+
+
+def in_batch_rows(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    offset: int,
+    temperature: float | torch.Tensor,
+    log_q: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    num_hard_negatives: int | None,
+    back: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+) -> torch.Tensor:
+    """Per-row loss of rows ``offset .. offset + B`` of an in-batch problem whose ``N`` keys
+    are ``keys`` (the rows' own keys at ``offset``); ``back`` = (key→query scores ``[B, N]``,
+    their mask) adds the symmetric direction. One process: ``N = B``, offset 0; the gathered
+    loss of torchnce.distributed: every rank's keys."""
+    target = torch.arange(q.shape[0], device=q.device) + offset
+    loss = softmax_loss(pair_scores(q, keys), target, temperature, log_q, mask,
+                        num_hard_negatives)
+    if back is not None:
+        back_loss = softmax_loss(back[0], target, temperature, None, back[1], num_hard_negatives)
+        loss = (loss + back_loss) / 2
+    return loss
+
+
+def mixed_rows(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    sampled: torch.Tensor,
+    offset: int,
+    temperature: float | torch.Tensor,
+    log_q: torch.Tensor,
+    mask: torch.Tensor | None,
+    num_hard_negatives: int | None,
+) -> torch.Tensor:
+    """Per-row loss over the ``N`` in-batch keys and the ``M`` sampled ones, ``log_q`` being
+    the ``[N + M]`` correction (``log p_j``, then ``log (M q_m)``)."""
+    scores = torch.cat([pair_scores(q, keys), pair_scores(q, sampled)], dim=1)
+    target = torch.arange(q.shape[0], device=q.device) + offset
+    return softmax_loss(scores, target, temperature, log_q, mask, num_hard_negatives)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from torchnce._common.checks import check_bool
-from torchnce._common.types import Reduction, apply_reduction
+from torchnce._common.types import Reduction
 from torchnce._contrastive.core import (
     check_ids,
     check_keys,
@@ -20,7 +20,15 @@ from torchnce._contrastive.core import (
     embed,
     id_mask,
     in_batch_mask,
-    softmax_loss,
+    mixed_rows,
+)
+from torchnce._contrastive.options import (
+    check_min_probability,
+    check_num_hard_negatives,
+    check_sample_weight,
+    check_score_mask,
+    removed,
+    weigh,
 )
 
 
@@ -37,6 +45,10 @@ def mixed_negatives_loss(
     query_ids: Any = None,
     key_ids: Any = None,
     sampled_ids: Any = None,
+    num_hard_negatives: int | None = None,
+    sample_weight: Any = None,
+    min_probability: float | None = None,
+    score_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Softmax over the ``B`` in-batch keys plus ``M`` keys sampled from the corpus (MNS).
 
@@ -72,6 +84,14 @@ def mixed_negatives_loss(
         query_ids: integer ``[B]`` query ids (masks in-batch pairs sharing a query).
         key_ids: integer ``[B]`` item ids of the positive keys.
         sampled_ids: integer ``[M]`` item ids of the sampled keys; needs ``key_ids``.
+        num_hard_negatives: ``K`` in ``[1, B - 1 + M]``: keep only the ``K`` highest-scoring
+            negatives of each row, after corrections and masks (TFRS ``num_hard_negatives``).
+        sample_weight: ``[B]`` finite weights >= 0; ``"sum"`` is ``Σ w_i L_i`` (TFRS'
+            default reduction), ``"mean"`` that sum over ``B``, ``"none"`` ``w_i L_i``.
+        min_probability: clip the probabilities behind ``batch_log_q`` and ``sampled_log_q``
+            into ``[min_probability, 1]`` before the log (TFRS' clip is ``1e-6``).
+        score_mask: bool ``[B, B + M]`` (the in-batch keys, then the sampled ones), True where
+            the candidate takes part (TFRS ``score_mask``); the positive's entry is ignored.
 
     Returns:
         The loss in ``query``'s dtype: a scalar, or ``[B]`` for ``reduction="none"``.
@@ -79,14 +99,20 @@ def mixed_negatives_loss(
     Raises:
         TypeError: non-floating embeddings, keys of another dtype, non-integer ids.
         ValueError: wrong shapes, ``temperature <= 0``, an unknown ``reduction``, log
-            probabilities > 0, ``-inf`` or NaN, ``sampled_ids`` without ``key_ids``.
+            probabilities > 0, ``-inf`` or NaN (unless clipped), ``sampled_ids`` without
+            ``key_ids``, ``num_hard_negatives`` outside ``[1, B - 1 + M]``, ``sample_weight``
+            not ``[B]`` or negative, ``min_probability`` outside ``(0, 1]``, a ``score_mask``
+            of the wrong shape (a ``TypeError`` for a non-bool one).
 
     Note:
         Both corrections are required: without them the two sources are on different scales.
         To turn them off pass ``batch_log_q = 0`` and ``sampled_log_q = -log M`` (every
         correction 0). The checks of the log-probabilities read their values on CPU and are
         device-side assertions elsewhere (no synchronisation). A sampled key equal to another
-        row's positive stays a negative.
+        row's positive stays a negative. TFRS' ``Retrieval`` with extra candidates
+        (``candidate_embeddings`` ``[B + M, D]``) is this loss with ``sampled_log_q = log p_m -
+        log M`` (its correction has no ``log M``). Past keys from a :class:`KeyQueue` are
+        sampled keys too: pass ``queue.keys``, ``queue.log_q`` and ``queue.ids``.
 
     References:
         Yang et al., "Mixed Negative Sampling for Learning Two-tower Neural Networks in
@@ -107,11 +133,15 @@ def mixed_negatives_loss(
     k = check_keys("positive_key", positive_key, q, "BD", (batch, dim))
     n = check_keys("sampled_keys", sampled_keys, q, "MD", (-1, dim))
     width = n.shape[0]
-    blq = check_log_q("batch_log_q", batch_log_q, "B", (batch,), q)
-    slq = check_log_q("sampled_log_q", sampled_log_q, "M", (width,), q)
+    clip = check_min_probability(min_probability)
+    blq = check_log_q("batch_log_q", batch_log_q, "B", (batch,), q, clip)
+    slq = check_log_q("sampled_log_q", sampled_log_q, "M", (width,), q, clip)
     tau = check_temperature(temperature)
     normalize = check_bool("normalize", normalize)
     reduction = check_reduction(reduction)
+    hard = check_num_hard_negatives(num_hard_negatives, batch - 1 + width)
+    weight = check_sample_weight(sample_weight, batch, q)
+    shown = check_score_mask(score_mask, (batch, batch + width), "[B, B + M]", q.device)
     ids = [
         None if value is None else check_ids(name, value, letter, (size,), q.device)
         for name, value, letter, size in (
@@ -127,8 +157,7 @@ def mixed_negatives_loss(
             raise ValueError("key_ids must be given with sampled_ids (their ids are compared)")
         sampled_mask = id_mask(kids, sids)
     q, k, n = embed(q, normalize), embed(k, normalize), embed(n, normalize)
-    scores = torch.cat([q @ k.T, q @ n.T], dim=1)
     correction = torch.cat([blq, slq + math.log(max(width, 1))])
     mask = columns([(in_batch_mask(qids, kids), batch), (sampled_mask, width)], batch)
-    target = torch.arange(batch, device=q.device)
-    return apply_reduction(softmax_loss(scores, target, tau, correction, mask), reduction)
+    loss = mixed_rows(q, k, n, 0, tau, correction, removed(mask, shown, 0), hard)
+    return weigh(loss, weight, reduction)
