@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import torchnce
-import torchnce._sampled.fused as fused
 from torchnce._native import sampled as native
 
 pytestmark = pytest.mark.skipif(not torchnce.native_available().available,
@@ -67,7 +66,7 @@ def compare(loss_fn: Any, args: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
             **kwargs: Any) -> None:
     got = run(loss_fn, args, **kwargs)
     with monkeypatch.context() as m:
-        m.setattr(fused, "_native_ok", lambda *a: False)
+        m.setattr(native, "usable", lambda *a: False)
         want = run(loss_fn, args, **kwargs)
     torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
     for g, w in zip(got[1], want[1], strict=True):
@@ -131,13 +130,68 @@ def test_the_native_path_runs_for_float32_cpu(monkeypatch: pytest.MonkeyPatch) -
     assert calls == [1]  # float64 stays on the pure path
 
 
-def test_gather_refuses_an_id_out_of_range() -> None:
+def test_the_operators_refuse_an_id_out_of_range() -> None:
     table = torch.zeros(4, 3)
     with pytest.raises(ValueError, match=r"^ids must be in \[0, 4\)"):
-        native.gather(table, None, torch.tensor([0, 4]))
+        native.forward(torch.zeros(1, 3), table, None, torch.tensor([0, 4]), None, None, None,
+                       None, 1, 0, False)
     with pytest.raises(ValueError, match=r"^ids must be in \[0, 4\)"):
         native.row_update("sgd", table, torch.tensor([-1]), torch.zeros(1, 3), None, 0.1, 1e-10)
+    rows, x, g = torch.ones(2, 3), torch.ones(1, 3), torch.ones(1, 2)
+    with pytest.raises(ValueError, match=r"^ids must be in \[0, 4\)"):
+        native.backward_update(g, torch.ones(1), 1, x, rows, torch.tensor([1, 9]), 1, 0, True,
+                               table, None, None, None, "sgd", 0.1, 1e-10)
     assert not table.any()
+    assert torch.equal(g, torch.ones(1, 2))  # refused before anything changed
+
+
+@pytest.mark.parametrize("call", ["forward_dtype", "forward_shape", "backward_shape",
+                                  "update_state", "update_kind"])
+def test_the_operators_refuse_bad_arguments(call: str) -> None:
+    """The operators check what Python checked before them: a ValueError naming the argument,
+    never a read outside a tensor."""
+    table, x = torch.zeros(6, 3), torch.zeros(2, 3)
+    ops = torch.ops.torchnce_cpu
+    cases = {
+        "forward_dtype": (lambda: ops.sl_forward(x.double(), table, None, None, None, None, None,
+                                                 None, None, 1, 0, False), "^inputs must be"),
+        "forward_shape": (lambda: ops.sl_forward(x, table[:5], None, None, None, None, None,
+                                                 None, None, 1, 4, False), "^weight's rows"),
+        "backward_shape": (lambda: ops.sl_backward(torch.zeros(2, 4), None, 1, x, table, 1, 0,
+                                                   True, True, True),
+                           "^dlogits, x and rows"),
+        "update_state": (lambda: ops.row_update(1, table, torch.tensor([1]), torch.zeros(1, 3),
+                                                None, 0.1, 1e-10), "^state must be"),
+        "update_kind": (lambda: ops.row_update(7, table, torch.tensor([1]), torch.zeros(1, 3),
+                                               None, 0.1, 1e-10), "^kind must be"),
+    }
+    fn, message = cases[call]
+    with pytest.raises(ValueError, match=message):
+        fn()
+    assert not table.any()
+
+
+def test_native_equals_pure_on_every_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch large enough that the operators split it over torch's threads, and a row
+    update large enough for the partitioned SGD: equal to the pure path (SGD bit-equal)."""
+    if torch.get_num_threads() < 2:
+        pytest.skip("one thread: nothing is split")
+    args = problem(23, num_true=2, per_example=False, bias=True, shards=1, batch=300, dim=64,
+                   classes=5000, sampled=900)
+    compare(torchnce.nce_loss, args, monkeypatch, remove_accidental_hits=True)
+    example = problem(24, num_true=1, per_example=True, bias=True, shards=1, batch=400, dim=64,
+                      classes=5000, sampled=300)
+    compare(torchnce.sampled_softmax_loss, example, monkeypatch)
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.randint(300, (3000,), generator=gen)  # many repeats
+    grads = torch.randn(3000, 64, generator=gen)
+    start = torch.randn(300, 64, generator=gen)
+    got = start.clone()
+    native.row_update("sgd", got, ids, grads, None, 0.05, 1e-10)
+    want = start.clone()
+    want.add_(torch.sparse_coo_tensor(ids.unsqueeze(0), grads, want.shape, check_invariants=True),
+              alpha=-0.05)
+    assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adagrad", "rowwise_adagrad"])
@@ -198,6 +252,30 @@ def test_the_ops_pass_opcheck(dtype: torch.dtype, per_example: bool, given_rows:
         torch.library.opcheck(torch.ops.torchnce.fused_backward.default,
                               (dlogits, x, rows, num_true, width, *need),
                               test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("per_example", [False, True])
+def test_the_native_operators_pass_the_schema_check(per_example: bool) -> None:
+    """The mutation annotations of the native operators hold (torch.library.opcheck's schema
+    test: what a call changes is what its schema says)."""
+    args = op_args(torch.float32, per_example)
+    ops = torch.ops.torchnce_cpu
+    lq = args[5:7]
+    fwd = (*args[:5], *lq, *args[7:])
+    torch.library.opcheck(ops.sl_forward.default, fwd, test_utils=("test_schema",))
+    _, dlogits, rows = ops.sl_forward(*fwd)
+    x, ids, num_true, width = args[0], args[3], args[9], args[10]
+    torch.library.opcheck(ops.sl_backward.default,
+                          (dlogits, torch.rand(x.shape[0]), 2, x, rows, num_true, width, True,
+                           True, True), test_utils=("test_schema",))
+    torch.library.opcheck(ops.sl_backward.default,
+                          (dlogits, None, 1, x, rows, num_true, width, True, True, True),
+                          test_utils=("test_schema",))
+    for kind, state in ((0, None), (1, torch.zeros_like(args[1]))):
+        torch.library.opcheck(ops.sl_backward_update.default,
+                              (dlogits.clone(), torch.tensor(0.5), 3, x, rows, ids, num_true,
+                               width, True, args[1].clone(), None, state, None, kind, 0.1,
+                               1e-10), test_utils=("test_schema",))
 
 
 def test_torch_compile_sees_each_op_as_one_node() -> None:

@@ -1,11 +1,17 @@
 """The first-use build of the native kernels, its cache, and the status of the native path.
 
-The C++ sources beside this file are compiled once per source, compiler, flags and CPU into
-``$TORCHNCE_CACHE`` (default ``~/.cache/torchnce``), with ``-march=native``: the kernels are
-vectorised for the CPU that builds them (AVX2 or AVX-512 where present), and the CPU's flags
-are part of the cache key, so a home directory shared by other machines builds its own copy.
-A build takes a few seconds (plain C++, no torch headers; 3.5 s on the project's machine);
-later imports load the cached library. The build writes to a temporary file and renames it,
+Two libraries are compiled once per source, compiler, flags and CPU into ``$TORCHNCE_CACHE``
+(default ``~/.cache/torchnce``), with ``-march=native``: the kernels are vectorised for the CPU
+that builds them (AVX2 or AVX-512 where present), and the CPU's flags are part of the cache key,
+so a home directory shared by other machines builds its own copy.
+
+* the kernels (plain C++, no torch headers; 3.5 s on the project's machine), called through
+  ctypes: word2vec, the samplers, the corpus reader;
+* the operators (``ops.cpp`` with ``sampled.cpp``, against the installed torch's headers and
+  libraries; about 10 s), loaded with ``torch.ops.load_library``: the fused sampled-loss step
+  and the row update, one dispatcher call each. The torch version is part of its key.
+
+Later imports load the cached libraries. A build writes to a temporary file and renames it,
 so that concurrent first uses (forked workers, parallel test runs) never load a half-written
 library.
 """
@@ -24,11 +30,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 SOURCES = tuple(Path(__file__).with_name(name)
-                for name in ("word2vec.cpp", "sampling.cpp", "corpus.cpp", "samplers.cpp",
-                              "sampled.cpp"))
+                for name in ("word2vec.cpp", "sampling.cpp", "corpus.cpp", "samplers.cpp"))
 HEADERS = (Path(__file__).with_name("xoshiro.h"),)
+OPS_SOURCES = tuple(Path(__file__).with_name(name) for name in ("ops.cpp", "sampled.cpp"))
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 _LIBRARY = "libtorchnce_native.so"
+_OPS_LIBRARY = "libtorchnce_ops.so"
 
 
 class NativeStatus(NamedTuple):
@@ -68,22 +75,24 @@ def _flags() -> list[str]:
     return [*FLAGS, *os.environ.get("TORCHNCE_NATIVE_CFLAGS", "").split()]
 
 
-def _build(compiler: str) -> Path:
+def _build(compiler: str, sources: tuple[Path, ...] = SOURCES, flags: list[str] | None = None,
+           name: str = _LIBRARY, key_extra: str = "") -> Path:
     """The cached library, compiled if needed; raises ``RuntimeError`` with the compiler's
     first error line when the build fails."""
+    flags = _flags() if flags is None else flags
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                              check=False).stdout
     key = hashlib.sha256()
-    for part in (*(s.read_bytes() for s in (*SOURCES, *HEADERS)), version.encode(),
-                 " ".join(_flags()).encode(), _cpu_flags().encode()):
+    for part in (*(s.read_bytes() for s in (*sources, *HEADERS)), version.encode(),
+                 " ".join(flags).encode(), _cpu_flags().encode(), key_extra.encode()):
         key.update(part)
-    target = _cache_dir() / key.hexdigest()[:16] / _LIBRARY
+    target = _cache_dir() / key.hexdigest()[:16] / name
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so", delete=False) as tmp:
         partial = Path(tmp.name)
-    command = [compiler, *_flags(), *map(str, SOURCES), "-o", str(partial)]
+    command = [compiler, *map(str, sources), "-o", str(partial), *flags]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
@@ -92,6 +101,21 @@ def _build(compiler: str) -> Path:
         raise RuntimeError(f"{compiler} failed: {first}")
     os.replace(partial, target)
     return target
+
+
+def _torch_flags() -> tuple[list[str], str]:
+    """The flags that build and link the operators against the installed torch, and the
+    part of the cache key that names that torch."""
+    import torch
+
+    root = Path(torch.__file__).parent
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    lib = root / "lib"
+    flags = [*(f for f in _flags() if f != "-std=c++17"), "-std=c++20", "-w",
+             f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-I{root / 'include'}",
+             f"-I{root / 'include' / 'torch' / 'csrc' / 'api' / 'include'}", f"-L{lib}",
+             "-lc10", "-ltorch_cpu", "-ltorch", f"-Wl,-rpath,{lib}"]
+    return flags, f"{torch.__version__} {root}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,6 +146,29 @@ def kernel(name: str, argtypes: list[Any], restype: Any = ctypes.c_int) -> Any:
     fn = getattr(library, name)
     fn.restype, fn.argtypes = restype, argtypes
     return fn
+
+
+@functools.lru_cache(maxsize=1)
+def load_ops() -> NativeStatus:
+    """Build (on first use) and load the operators ``torch.ops.torchnce_cpu.*``; warns once
+    when that is impossible or fails (the pure-PyTorch path then runs)."""
+    if os.environ.get("TORCHNCE_NATIVE", "1").strip() == "0":
+        return NativeStatus(False, "disabled by TORCHNCE_NATIVE=0")
+    compiler = _compiler()
+    try:
+        if compiler is None:
+            raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+        import torch
+
+        flags, torch_key = _torch_flags()
+        torch.ops.load_library(str(_build(compiler, OPS_SOURCES, flags, _OPS_LIBRARY,
+                                          torch_key)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        status = NativeStatus(False, f"the native operators could not be built: {err}")
+        warnings.warn(f"torchnce: {status.reason}; using the pure-PyTorch path for the "
+                      "sampled losses", RuntimeWarning, stacklevel=3)
+        return status
+    return NativeStatus(True, f"built with {Path(compiler).name} {' '.join(FLAGS[:2])}")
 
 
 def native_available() -> NativeStatus:

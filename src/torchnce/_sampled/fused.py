@@ -235,66 +235,8 @@ def _grads(
     return _shared_grads(g, x, rows, num_true, need)
 
 
-# Shared candidates: the sampled dots are one matrix product (the BLAS); the native kernels do
-# the gather and everything after the product in one pass (sampled.cpp).
-
-
-def _native_ok(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-               plan: FusedPlan) -> bool:
-    """Whether the native kernels run this step: float32 CPU tensors, eager, built."""
-    return native.usable(inputs, weight, bias, plan.w_ids)
-
-
-def _native_forward(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    plan: FusedPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(rows [N, D], loss, dL/dlogits)`` with the native kernels."""
-    x = inputs.contiguous()
-    if plan.w_ids is None:
-        rows, bias_rows = weight.contiguous(), None if bias is None else bias.contiguous()
-    else:
-        with_bias = bias.contiguous() if bias is not None and plan.b_ids is plan.w_ids else None
-        rows, bias_rows = native.gather(weight, with_bias, plan.w_ids)
-    if bias is not None and plan.b_ids is not None and plan.b_ids is not plan.w_ids:
-        bias_rows = bias.index_select(0, plan.b_ids)
-    num_true, width = plan.num_true, plan.width
-    per_example = width is not None
-    num_sampled = (width - num_true) if width is not None else (
-        rows.shape[0] - x.shape[0] * num_true)
-    sdots = None if per_example else torch.mm(x, rows[x.shape[0] * num_true:].t())
-    loss, dlogits = native.forward(x, rows, bias_rows, num_true, num_sampled, per_example,
-                                   sdots, plan.log_q, plan.hits, plan.label_mask,
-                                   plan.kind == "softmax")
-    return rows, loss, dlogits
-
-
-def _native_grads(
-    g: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, num_true: int, need: tuple[bool, ...],
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """:func:`_grads` with the native kernels (and the BLAS for shared candidates)."""
-    batch, dim = x.shape
-    width = g.shape[1]
-    per_example = rows.dim() == 3
-    flat = rows.reshape(-1, dim)
-    g = g.contiguous()
-    grad_x = grad_rows = grad_bias = None
-    if per_example:
-        if need[0]:
-            grad_x = torch.empty(batch, dim)
-        if need[1]:
-            grad_rows = torch.empty(batch * width, dim)
-        native.backward(x, flat, num_true, width - num_true, True, g, grad_x, grad_rows, None)
-        return grad_x, grad_rows, g.reshape(-1) if need[2] else None
-    n_true = batch * num_true
-    g_sampled = g[:, num_true:]
-    if need[0]:
-        grad_x = torch.mm(g_sampled, flat[n_true:])
-    if need[1]:
-        grad_rows = torch.empty(flat.shape[0], dim)
-        torch.mm(g_sampled.t(), x, out=grad_rows[n_true:])
-    if need[2]:
-        grad_bias = torch.empty(flat.shape[0])
-    native.backward(x, flat, num_true, width - num_true, False, g, grad_x, grad_rows, grad_bias)
-    return grad_x, grad_rows, grad_bias
+# Float32 on the CPU: the native operators (torchnce._native.sampled, one call per forward and
+# per backward: gather, the products as the BLAS, the rest in one pass per row).
 
 
 def _forward_op(
@@ -307,8 +249,9 @@ def _forward_op(
     log_qs = None if log_q_true is None or log_q_sampled is None else (log_q_true, log_q_sampled)
     plan = FusedPlan(w_ids, b_ids, log_qs, hits, label_mask, num_true, width or None,
                      "softmax" if softmax else "sigmoid", False)
-    if _native_ok(inputs, weight, bias, plan):
-        rows, loss, dlogits = _native_forward(inputs, weight, bias, plan)
+    if native.usable(inputs, weight, bias, w_ids):
+        loss, dlogits, rows = native.forward(inputs, weight, bias, w_ids, b_ids, log_qs, hits,
+                                             label_mask, num_true, width, softmax)
     else:
         _, rows, logits = _forward(inputs, weight, bias, plan)
         loss, dlogits = _loss_and_grad(plan, logits)
@@ -324,15 +267,16 @@ def _backward_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``torchnce::fused_backward`` (ops.py): native for float32 CPU, else pure; an output
     not needed is empty."""
-    if width:
-        rows = rows.view(x.shape[0], width, x.shape[1])
+    need = (need_x, need_rows, need_bias)
     if native.usable(g, x, rows):
-        grad_x, grad_rows, grad_bias = _native_grads(g, x.contiguous(), rows.contiguous(),
-                                                     num_true, (need_x, need_rows, need_bias))
+        grad_x, grad_rows, grad_bias = native.backward(g, None, 1, x, rows, num_true, width,
+                                                       need)
     else:
-        grad_x, grad_rows, grad_bias = _grads(g, x, rows, num_true, (need_x, need_rows, need_bias))
-    if grad_bias is not None and width:  # per-example: g itself, flattened
-        grad_bias = grad_bias.clone()
+        if width:
+            rows = rows.view(x.shape[0], width, x.shape[1])
+        grad_x, grad_rows, grad_bias = _grads(g, x, rows, num_true, need)
+        if grad_bias is not None and width:  # per-example: g itself, flattened
+            grad_bias = grad_bias.clone()
     return tuple(x.new_empty(0) if t is None else t  # type: ignore[return-value]
                  for t in (grad_x, grad_rows, grad_bias))
 
@@ -355,10 +299,16 @@ class _FusedSampledLoss(torch.autograd.Function):
         plan: FusedPlan, *params: torch.Tensor,
     ) -> torch.Tensor:
         # params: the tables a row update changes in backward (so that it runs), else none
-        lq_true, lq_sampled = (None, None) if plan.log_q is None else plan.log_q
-        loss, dlogits, rows = ops.fused_forward(
-            inputs, weight, bias, plan.w_ids, plan.b_ids, lq_true, lq_sampled, plan.hits,
-            plan.label_mask, plan.num_true, plan.width or 0, plan.kind == "softmax")
+        ctx.native = native.usable(inputs, weight, bias, plan.w_ids)
+        if ctx.native:  # the operator itself, without the op of ops.py around it
+            loss, dlogits, rows = native.forward(
+                inputs, weight, bias, plan.w_ids, plan.b_ids, plan.log_q, plan.hits,
+                plan.label_mask, plan.num_true, plan.width or 0, plan.kind == "softmax")
+        else:
+            lq_true, lq_sampled = (None, None) if plan.log_q is None else plan.log_q
+            loss, dlogits, rows = ops.fused_forward(
+                inputs, weight, bias, plan.w_ids, plan.b_ids, lq_true, lq_sampled, plan.hits,
+                plan.label_mask, plan.num_true, plan.width or 0, plan.kind == "softmax")
         x = inputs.to(work_dtype(inputs.dtype))
         if plan.in_backward is None:
             ctx.save_for_backward(x, rows, dlogits, plan.w_ids, plan.b_ids, weight, bias)
@@ -378,9 +328,14 @@ class _FusedSampledLoss(torch.autograd.Function):
         if ctx.in_backward is not None:
             return (*_backward_with_update(ctx, grad_loss), None, None, None, *none_for_params)
         x, rows, dlogits, w_ids, b_ids, weight, bias = ctx.saved_tensors
-        g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
-        grad_x, grad_rows, grad_bias_rows = _op_grads(g, x, rows, ctx.num_true, ctx.width,
-                                                      tuple(ctx.needs_input_grad[:3]))
+        need = tuple(ctx.needs_input_grad[:3])
+        if ctx.native:
+            grad_x, grad_rows, grad_bias_rows = native.backward(
+                dlogits, grad_loss, 1, x, rows, ctx.num_true, ctx.width, need)
+        else:
+            g = dlogits * grad_loss.to(dlogits.dtype).unsqueeze(1)
+            grad_x, grad_rows, grad_bias_rows = _op_grads(g, x, rows, ctx.num_true, ctx.width,
+                                                          need)
         grad_x = None if grad_x is None else grad_x.to(grad_loss.dtype)
         grad_w = None if grad_rows is None else _table_grad(grad_rows, w_ids, weight, ctx.sparse)
         grad_b = None
@@ -397,6 +352,20 @@ def _backward_with_update(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tens
     ctx.updated = True
     x, rows, dlogits = ctx.saved_tensors
     plan: InBackward = ctx.in_backward
+    update = plan.update
+    divisor = ctx.batch if ctx.reduction == "mean" else 1
+    if ctx.native and len(plan.weights) == 1 and native.usable(*plan.weights, *(plan.biases or [])):
+        # one operator: the gradients and the update of the rows
+        weight = plan.weights[0].detach()
+        bias = None if plan.biases is None else plan.biases[0].detach()
+        if weight.stride(1) == 1 and (bias is None or bias.is_contiguous()):
+            w_state, b_state = (getattr(update, names[0]) if names else None
+                                for names in (update.weight_states, update.bias_states))
+            grad_x = native.backward_update(
+                dlogits, grad_loss, divisor, x, rows, plan.ids, ctx.num_true, ctx.width,
+                ctx.needs_input_grad[0], weight, bias, w_state, b_state, update.kind, update.lr,
+                update.eps)
+            return (grad_x,)
     # in place: a row update's node runs backward once (a second call raised above)
     if ctx.reduction == "none":
         g = dlogits.mul_(grad_loss.to(dlogits.dtype).unsqueeze(1))
@@ -406,7 +375,7 @@ def _backward_with_update(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tens
     grad_x, grad_rows, grad_bias_rows = _op_grads(g, x, rows, ctx.num_true, ctx.width,
                                                   (ctx.needs_input_grad[0], True, ctx.has_bias))
     assert grad_rows is not None
-    update, flat = plan.update, grad_rows.reshape(-1, x.shape[1])
+    flat = grad_rows.reshape(-1, x.shape[1])
     update.apply_rows(plan.weights, update.weight_states, plan.ids, flat,
                       plan.partition_strategy)
     if grad_bias_rows is not None and plan.biases is not None:
