@@ -24,6 +24,7 @@ TORCHNCE_ALL = [
     "AllCandidateSampler",
     "CandidateSampler",
     "FixedUnigramSampler",
+    "KeyQueue",
     "LearnedUnigramSampler",
     "LogUniformSampler",
     "NCELoss",
@@ -50,11 +51,13 @@ TORCHNCE_ALL = [
     "negative_sampling_loss",
     "sampled_softmax_eval_loss",
     "sampled_softmax_loss",
+    "supervised_contrastive_loss",
     "top_k",
     "uniform_candidate_sampler",
 ]
 DISTRIBUTED_ALL = [
     "CollectiveError",
+    "GatheredNegatives",
     "ShardedNCELoss",
     "ShardedOutputLayer",
     "ShardedSampledSoftmaxLoss",

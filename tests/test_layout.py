@@ -21,7 +21,8 @@ ALLOWED = {  # subpackage -> the torchnce subpackages it may import
     "_contrastive": {"_common", "_sampling", "_contrastive"},
     "_native": {"_common", "_native"},
     "datasets": {"datasets"},
-    "distributed": {"_common", "_sampling", "_sampled", "_exact", "_layers", "distributed"},
+    "distributed": {"_common", "_sampling", "_sampled", "_exact", "_layers", "_contrastive",
+                    "distributed"},
 }
 APP_ENTRY_POINTS = {"torchnce", "torchnce.distributed", "torchnce.datasets",
                     "torchnce._sampled.step",

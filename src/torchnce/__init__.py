@@ -51,6 +51,8 @@ from torchnce._native.build import NativeStatus, native_available
 from torchnce._contrastive.frequency import StreamingFrequencyEstimator
 from torchnce._contrastive.info_nce import info_nce_loss
 from torchnce._contrastive.mixed_negatives import mixed_negatives_loss
+from torchnce._contrastive.queue import KeyQueue
+from torchnce._contrastive.supcon import supervised_contrastive_loss
 
 
 
@@ -72,6 +74,7 @@ __all__ = [
     "AllCandidateSampler",
     "CandidateSampler",
     "FixedUnigramSampler",
+    "KeyQueue",
     "LearnedUnigramSampler",
     "LogUniformSampler",
     "NCELoss",
@@ -98,6 +101,7 @@ __all__ = [
     "negative_sampling_loss",
     "sampled_softmax_eval_loss",
     "sampled_softmax_loss",
+    "supervised_contrastive_loss",
     "top_k",
     "uniform_candidate_sampler",
 ]

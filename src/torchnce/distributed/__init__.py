@@ -14,16 +14,22 @@ docs/distributed.md's example; "variable" (the default with ``sparse_grad=True``
 the rows asked for and reads per-owner counts on the host every step. See docs/distributed.md
 for both exchanges, their traffic per step and when each is used.
 
+``GatheredNegatives`` is the other use of the ranks in retrieval: ``info_nce_loss`` and
+``mixed_negatives_loss`` whose in-batch negatives are every rank's keys, with the gradients
+of the single-process loss on the concatenated batch.
+
 May import: every private stage of torchnce (it reuses the layers' checks); never the app.
 """
 
 from torchnce.distributed._base import ShardedOutputLayer
 from torchnce.distributed._checkpoint import gather_state_dict, shard_ids, shard_state_dict
 from torchnce.distributed._comm import CollectiveError
+from torchnce.distributed._gathered import GatheredNegatives
 from torchnce.distributed._modules import ShardedNCELoss, ShardedSampledSoftmaxLoss
 
 __all__ = [
     "CollectiveError",
+    "GatheredNegatives",
     "ShardedNCELoss",
     "ShardedOutputLayer",
     "ShardedSampledSoftmaxLoss",
