@@ -105,13 +105,15 @@ def _build(compiler: str, sources: tuple[Path, ...] = SOURCES, flags: list[str] 
 
 def _torch_flags() -> tuple[list[str], str]:
     """The flags that build and link the operators against the installed torch, and the
-    part of the cache key that names that torch."""
+    part of the cache key that names that torch. ``-fopenmp``: ``at::parallel_for`` is a
+    header template, serial unless compiled with OpenMP (the library then shares torch's
+    ``libgomp.so.1``, already loaded by ``import torch``, and its threads)."""
     import torch
 
     root = Path(torch.__file__).parent
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     lib = root / "lib"
-    flags = [*(f for f in _flags() if f != "-std=c++17"), "-std=c++20", "-w",
+    flags = [*(f for f in _flags() if f != "-std=c++17"), "-std=c++20", "-w", "-fopenmp",
              f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-I{root / 'include'}",
              f"-I{root / 'include' / 'torch' / 'csrc' / 'api' / 'include'}", f"-L{lib}",
              "-lc10", "-ltorch_cpu", "-ltorch", f"-Wl,-rpath,{lib}"]
@@ -161,7 +163,8 @@ def load_ops() -> NativeStatus:
         import torch
 
         flags, torch_key = _torch_flags()
-        torch.ops.load_library(str(_build(compiler, OPS_SOURCES, flags, _OPS_LIBRARY,
+        torch.ops.load_library(str(_build(  # type: ignore[no-untyped-call]
+            compiler, OPS_SOURCES, flags, _OPS_LIBRARY,
                                           torch_key)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         status = NativeStatus(False, f"the native operators could not be built: {err}")

@@ -93,7 +93,11 @@ double sigmoid_row(const float* l, const float* z, int64_t t, int64_t w, float* 
     const __m512 e = _mm512_maskz_mov_ps(m, exp_nonpositive(_mm512_sub_ps(zero, _mm512_abs_ps(v))));
     const __m512 one_e = _mm512_add_ps(one, e);
     const __mmask16 positive = _mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ);
-    __m512 grad = _mm512_div_ps(_mm512_mask_blend_ps(positive, e, one), one_e);
+    // numerator / (1 + e) by a reciprocal estimate and one Newton step (relative error
+    // ~1e-7, as a division, at a fraction of its cost)
+    __m512 inv = _mm512_rcp14_ps(one_e);
+    inv = _mm512_mul_ps(inv, _mm512_fnmadd_ps(one_e, inv, _mm512_set1_ps(2.0F)));
+    __m512 grad = _mm512_mul_ps(_mm512_mask_blend_ps(positive, e, one), inv);
     relu = _mm512_add_ps(relu, _mm512_max_ps(v, zero));
     plo = _mm512_mul_pd(plo, _mm512_cvtps_pd(_mm512_castps512_ps256(one_e)));
     phi = _mm512_mul_pd(phi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
