@@ -139,9 +139,11 @@ class KeyQueue(torch.nn.Module):
         self._head = self._size = 0
 
     def get_extra_state(self) -> dict[str, int]:
+        """The write position and the fill, saved in the ``state_dict``."""
         return {"head": self._head, "size": self._size}
 
     def set_extra_state(self, state: Any) -> None:
+        """Restore :meth:`get_extra_state`'s dict (checked against the capacity)."""
         head, size = int(state["head"]), int(state["size"])
         if not (0 <= head < self.capacity and 0 <= size <= self.capacity):
             raise ValueError(f"state must hold a head in [0, {self.capacity}) and a size in "
