@@ -23,6 +23,7 @@ import torch
 from torch._subclasses.fake_tensor import is_fake
 
 HOST_READS_ON_CPU = True  # False: eager CPU checks take the device path too (the tests' switch)
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # never fake: is_fake is only asked of the others
 
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
@@ -82,7 +83,7 @@ def reads_on_host(t: torch.Tensor) -> bool:
     """Whether a check may read ``t``'s values on the host: an eager CPU tensor that is not
     fake (a CPU read stalls no stream), outside ``torch.compile``."""
     return (HOST_READS_ON_CPU and t.device.type == "cpu" and not torch.compiler.is_compiling()
-            and not is_fake(t))
+            and (type(t) in _PLAIN or not is_fake(t)))
 
 
 def check_ids_in_range(name: str, ids: torch.Tensor, upper: int) -> None:
@@ -106,6 +107,13 @@ def check_all_in_range(
     ``positive`` holds ``(name, what, values)`` triples of floating tensors that must be
     finite and > 0 (expected counts whose log is taken), checked in the same read.
     """
+    if len(named_ids) == 1 and not positive and reads_on_host(named_ids[0][1]):
+        ids = named_ids[0][1]  # the common case, one tensor on the host: two scalars
+        if ids.numel():
+            lo, hi = torch.aminmax(ids)
+            if lo.item() < 0 or hi.item() >= upper:
+                _raise_out_of_range(list(named_ids), upper)
+        return
     present = [(name, ids) for name, ids in named_ids if ids.numel()]
     counts = [(name, what, t) for name, what, t in positive if t.numel()]
     if not present and not counts:

@@ -25,10 +25,8 @@ def usable(*tensors: torch.Tensor | None) -> bool:
     if torch.compiler.is_compiling():
         return False
     for t in tensors:
-        if t is None:
-            continue
-        if type(t) not in _PLAIN or t.device.type != "cpu" or (
-                t.is_floating_point() and t.dtype != torch.float32):
+        if t is not None and (type(t) not in _PLAIN or t.device.type != "cpu" or (
+                t.dtype is not torch.float32 and t.is_floating_point())):
             return False
     return load_ops().available
 
