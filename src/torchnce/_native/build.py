@@ -7,9 +7,10 @@ so a home directory shared by other machines builds its own copy.
 
 * the kernels (plain C++, no torch headers; 3.5 s on the project's machine), called through
   ctypes: word2vec, the samplers, the corpus reader;
-* the operators (``ops.cpp`` with ``sampled.cpp``, against the installed torch's headers and
-  libraries; about 10 s), loaded with ``torch.ops.load_library``: the fused sampled-loss step
-  and the row update, one dispatcher call each. The torch version is part of its key.
+* the operators (``ops.cpp`` with ``sampled.cpp`` and ``samplers.cpp``, against the installed
+  torch's headers and libraries; about 10 s), loaded with ``torch.ops.load_library``: the
+  fused sampled-loss step, the row update and the samplers' draws from a generator, one
+  dispatcher call each. The torch version is part of its key.
 
 Later imports load the cached libraries. A build writes to a temporary file and renames it,
 so that concurrent first uses (forked workers, parallel test runs) never load a half-written
@@ -31,8 +32,9 @@ from typing import Any, NamedTuple
 
 SOURCES = tuple(Path(__file__).with_name(name)
                 for name in ("word2vec.cpp", "sampling.cpp", "corpus.cpp", "samplers.cpp"))
-HEADERS = (Path(__file__).with_name("xoshiro.h"),)
-OPS_SOURCES = tuple(Path(__file__).with_name(name) for name in ("ops.cpp", "sampled.cpp"))
+HEADERS = tuple(Path(__file__).with_name(name) for name in ("xoshiro.h", "sampler_call.h"))
+OPS_SOURCES = tuple(Path(__file__).with_name(name)
+                    for name in ("ops.cpp", "sampled.cpp", "samplers.cpp"))
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 _LIBRARY = "libtorchnce_native.so"
 _OPS_LIBRARY = "libtorchnce_ops.so"

@@ -26,7 +26,10 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "sampler_call.h"
+
 #include <algorithm>
+#include <limits>
 #include <cstdint>
 #include <vector>
 
@@ -360,6 +363,59 @@ Tensor sl_backward_update(Tensor dlogits, const Tensor& grad_loss, int64_t divis
   return grad_x;
 }
 
+// A draw of the uniform (kind 0), log-uniform (1) or fixed-unigram (2) sampler for validated
+// arguments, seeded by one int64 from `generator` (torch's default CPU one when None) exactly
+// as samplers.py seeds its ctypes call: (candidates, true counts, sampled counts, tries);
+// tries < 0 where a unique draw gave up.
+std::tuple<Tensor, Tensor, Tensor, int64_t> sample(
+    int64_t kind, const Tensor& true_classes, int64_t num_sampled, bool unique, int64_t range,
+    double log_range, optional<at::Generator> generator, const optional<Tensor>& threshold,
+    const optional<Tensor>& alias, const optional<Tensor>& probs) {
+  TORCH_CHECK_VALUE(kind >= 0 && kind <= 2, "kind must be 0, 1 or 2, got ", kind);
+  TORCH_CHECK_VALUE(true_classes.device().is_cpu() && true_classes.scalar_type() == at::kLong &&
+                        true_classes.dim() == 2 && true_classes.is_contiguous(),
+                    "true_classes must be a contiguous [B, T] int64 CPU tensor");
+  TORCH_CHECK_VALUE(num_sampled >= 0 && range > 0, "num_sampled and range must be valid");
+  const auto f32 = true_classes.options().dtype(at::kFloat);
+  Tensor seed = at::empty({1}, true_classes.options());
+  seed.random_(std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
+               generator);
+  Tensor candidates = at::empty({num_sampled}, true_classes.options());
+  Tensor true_count = at::empty({true_classes.size(0), true_classes.size(1)}, f32);
+  Tensor sampled_count = at::empty({num_sampled}, f32);
+  TorchnceSamplerCall call{};
+  call.true_classes = true_classes.data_ptr<int64_t>();
+  call.num_true_ids = true_classes.numel();
+  call.num_sampled = num_sampled;
+  call.unique = unique ? 1 : 0;
+  call.fresh = seed.data_ptr<int64_t>();
+  call.candidates = candidates.data_ptr<int64_t>();
+  call.true_count = true_count.data_ptr<float>();
+  call.sampled_count = sampled_count.data_ptr<float>();
+  call.range = range;
+  call.log_range = log_range;
+  int64_t tries = 0;
+  if (kind == 0) {
+    tries = torchnce_uniform_sample(&call);
+  } else if (kind == 1) {
+    tries = torchnce_log_uniform_sample(&call);
+  } else {
+    TORCH_CHECK_VALUE(threshold.has_value() && alias.has_value() && probs.has_value() &&
+                          threshold->scalar_type() == at::kDouble &&
+                          alias->scalar_type() == at::kLong &&
+                          probs->scalar_type() == at::kFloat && threshold->is_contiguous() &&
+                          alias->is_contiguous() && probs->is_contiguous() &&
+                          threshold->numel() == range && alias->numel() == range &&
+                          probs->numel() == range,
+                      "threshold, alias and probs must be the fixed sampler's tables");
+    call.threshold = threshold->data_ptr<double>();
+    call.alias = alias->data_ptr<int64_t>();
+    call.probs = probs->data_ptr<float>();
+    tries = torchnce_alias_sample(&call);
+  }
+  return {candidates, true_count, sampled_count, tries};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(torchnce_cpu, m) {
@@ -375,6 +431,9 @@ TORCH_LIBRARY(torchnce_cpu, m) {
         "float lr, float eps) -> Tensor");
   m.def("row_update(int kind, Tensor(a!) table, Tensor ids, Tensor grads, Tensor(b!)? state, "
         "float lr, float eps) -> ()");
+  m.def("sample(int kind, Tensor true_classes, int num_sampled, bool unique, int range, "
+        "float log_range, Generator? generator, Tensor? threshold, Tensor? alias, "
+        "Tensor? probs) -> (Tensor, Tensor, Tensor, int)");
 }
 
 TORCH_LIBRARY_IMPL(torchnce_cpu, CPU, m) {
@@ -382,4 +441,5 @@ TORCH_LIBRARY_IMPL(torchnce_cpu, CPU, m) {
   m.impl("sl_backward", sl_backward);
   m.impl("sl_backward_update", sl_backward_update);
   m.impl("row_update", row_update);
+  m.impl("sample", sample);
 }

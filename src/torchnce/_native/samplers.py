@@ -7,10 +7,13 @@ a ``torch.Generator``, None (torch's default CPU generator) or a seed stream (an
 integer ``key`` and ``offset``, ``torchnce._sampling.draw.SeedStream``, whose offset moves past
 the ``num_tries`` values the call took).
 
-A call costs a few microseconds of Python, measured part by part in docs/native.md: the
-arguments go to the kernel in one ctypes ``Structure`` of this thread's (a ctypes call
-converts each argument, ~0.1 µs apiece), the outputs are made by ``new_empty`` (no
-keyword parsing), and a generator gives one random int64 per call (one ``random_``).
+A call with a generator (or torch's default one) of the uniform, log-uniform and fixed
+samplers is one call of the operator ``torch.ops.torchnce_cpu.sample`` (ops.cpp, built with the
+other operators), which takes the seed, makes the outputs and runs the kernel in C++. The
+others (a seed stream, the learned sampler, or where the operators did not build) go through
+ctypes: the arguments in one ``Structure`` of this thread's (a ctypes call converts each
+argument, ~0.1 µs apiece), the outputs made by ``new_empty``, and a generator gives one
+random int64 per call (one ``random_``, as the operator takes it).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from torchnce._common.types import SampledValues
-from torchnce._native.build import kernel, load
+from torchnce._native.build import kernel, load, load_ops
 
 TOO_MANY_TRIES = -2
 SEED_RANGE = (-(2**63), 2**63 - 1)  # a call's seed, as torchnce._sampling.draw draws it
@@ -117,6 +120,24 @@ def _start(tc: torch.Tensor, num_sampled: int, unique: bool,
     return call, out
 
 
+_SAMPLE: Any = None  # the operator torchnce_cpu::sample once known to load, else False
+_GENERATOR = torch.Generator
+
+
+def _operator() -> Any:
+    """The operator ``torch.ops.torchnce_cpu.sample`` (ops.cpp), False if it did not build."""
+    global _SAMPLE
+    if _SAMPLE is None:
+        _SAMPLE = torch.ops.torchnce_cpu.sample.default if load_ops().available else False
+    return _SAMPLE
+
+
+def _op_values(out: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
+               ) -> SampledValues | None:
+    candidates, true_count, sampled_count, tries = out
+    return None if tries < 0 else SampledValues(candidates, true_count, sampled_count)
+
+
 def _done(values: SampledValues, tries: int, rng: object) -> SampledValues | None:
     """The values (None where the unique draw gave up); a seed stream moves past the
     ``num_tries`` values the call took."""
@@ -130,6 +151,9 @@ def _done(values: SampledValues, tries: int, rng: object) -> SampledValues | Non
 def uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
             rng: object) -> SampledValues | None:
     """``uniform_values`` of ``torchnce._sampling.closed_form`` (contiguous int64 ``tc``)."""
+    if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
+        return _op_values(_SAMPLE(0, tc, num_sampled, unique, range_max, 0.0, rng, None, None,
+                                  None))
     call, out = _start(tc, num_sampled, unique, rng)
     call.range = range_max
     return _done(out, (_kernels or _bound()).uniform(call), rng)
@@ -138,6 +162,9 @@ def uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
 def log_uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
                 log_range: float, rng: object) -> SampledValues | None:
     """``log_uniform_values``; ``log_range`` is ``math.log1p(range_max)``."""
+    if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
+        return _op_values(_SAMPLE(1, tc, num_sampled, unique, range_max, log_range, rng, None,
+                                  None, None))
     call, out = _start(tc, num_sampled, unique, rng)
     call.range, call.log_range = range_max, log_range
     return _done(out, (_kernels or _bound()).log_uniform(call), rng)
@@ -148,6 +175,9 @@ def alias(threshold: torch.Tensor, alias_: torch.Tensor, probs: torch.Tensor,
           rng: object) -> SampledValues | None:
     """``FixedUnigramSampler``'s draw from its tables (contiguous CPU float64, int64 and
     float32 ``[n]``)."""
+    if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
+        return _op_values(_SAMPLE(2, tc, num_sampled, unique, probs.numel(), 0.0, rng,
+                                  threshold, alias_, probs))
     call, out = _start(tc, num_sampled, unique, rng)
     call.threshold, call.alias, call.probs = (threshold.data_ptr(), alias_.data_ptr(),
                                               probs.data_ptr())
