@@ -104,6 +104,20 @@ def test_pytorch_metric_learning_parity(refs, seed):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(N,), (N, 2, D), (0, D)])
+def test_embeddings_not_a_matrix(shape):
+    with pytest.raises(ValueError, match=r"^embeddings must be a non-empty \[B, D\] matrix"):
+        torchnce.supervised_contrastive_loss(torch.zeros(shape, dtype=torch.float64),
+                                             torch.zeros(shape[0], dtype=torch.long))
+
+
+def test_references_of_another_dtype():
+    with pytest.raises(TypeError, match=r"^ref_embeddings must have embeddings' dtype"):
+        torchnce.supervised_contrastive_loss(embeddings(N, D), labels(),
+                                             ref_embeddings=embeddings(3, D).float(),
+                                             ref_labels=torch.arange(3))
+
+
 def test_labels_wrong_shape():
     with pytest.raises(ValueError, match=rf"^labels must be \[N\] = \[{N}\]"):
         torchnce.supervised_contrastive_loss(embeddings(N, D), torch.arange(N - 1))

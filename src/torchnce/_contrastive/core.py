@@ -33,27 +33,30 @@ def _check_shape(name: str, tensor: torch.Tensor, letters: str, shape: Sequence[
         raise ValueError(f"{name} must be {_form(letters, shape)}, got shape {tuple(tensor.shape)}")
 
 
-def check_query(query: Any, *, heads: bool = False) -> torch.Tensor:
+def check_query(query: Any, *, heads: bool = False, name: str = "query") -> torch.Tensor:
     """The ``[B, D]`` floating query matrix, with at least one row; ``heads=True`` also takes
-    multi-vector queries ``[B, H, D]`` (at least one head)."""
-    q = as_float_tensor("query", query)
+    multi-vector queries ``[B, H, D]`` (at least one head). ``name``: the argument's name."""
+    q = as_float_tensor(name, query)
     if heads and q.dim() == 3 and q.shape[0] and q.shape[1]:
         return q
     if q.dim() != 2 or q.shape[0] == 0:
         form = "[B, D] matrix or [B, H, D] tensor" if heads else "[B, D] matrix"
-        raise ValueError(f"query must be a non-empty {form}, got shape {tuple(q.shape)}")
+        raise ValueError(f"{name} must be a non-empty {form}, got shape {tuple(q.shape)}")
     return q
 
 
 def check_keys(
-    name: str, keys: Any, query: torch.Tensor, letters: str, shape: Sequence[int]
+    name: str, keys: Any, query: torch.Tensor, letters: str, shape: Sequence[int],
+    like: str = "query",
 ) -> torch.Tensor:
-    """Keys of ``query``'s dtype and device whose shape matches ``shape`` (-1: any size)."""
+    """Keys of ``query``'s dtype and device whose shape matches ``shape`` (-1: any size);
+    ``like`` names the argument they must match."""
     k = as_float_tensor(name, keys, device=query.device)
+    like = like + ("'" if like.endswith("s") else "'s")
     if k.dtype != query.dtype:
-        raise TypeError(f"{name} must have query's dtype {query.dtype}, got {k.dtype}")
+        raise TypeError(f"{name} must have {like} dtype {query.dtype}, got {k.dtype}")
     if k.device != query.device:
-        raise ValueError(f"{name} must be on query's device {query.device}, got {k.device}")
+        raise ValueError(f"{name} must be on {like} device {query.device}, got {k.device}")
     _check_shape(name, k, letters, shape)
     return k
 

@@ -87,7 +87,7 @@ def supervised_contrastive_loss(
         >>> torchnce.supervised_contrastive_loss(z, labels, temperature=1.0, reduction="none")
         tensor([0.6931, 0.6931, 0.0000])
     """
-    z = check_query(embeddings)
+    z = check_query(embeddings, name="embeddings")
     count, dim = z.shape
     y = check_ids("labels", labels, "N", (count,), z.device)
     tau = check_temperature(temperature)
@@ -100,7 +100,7 @@ def supervised_contrastive_loss(
     if ref_embeddings is None:
         ref, ref_y = None, y
     else:
-        ref = check_keys("ref_embeddings", ref_embeddings, z, "RD", (-1, dim))
+        ref = check_keys("ref_embeddings", ref_embeddings, z, "RD", (-1, dim), "embeddings")
         ref_y = check_ids("ref_labels", ref_labels, "R", (ref.shape[0],), z.device)
     z = embed(z, normalize)
     ref = z if ref is None else embed(ref, normalize)
