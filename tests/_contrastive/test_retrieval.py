@@ -14,6 +14,7 @@ import retrieval_oracle as oracle
 import torch
 
 import torchnce
+import torchnce._common.checks
 from reference.contrastive import embeddings, log_probs
 
 B, H, M, D = 6, 3, 4, 5
@@ -279,3 +280,28 @@ def test_score_mask_wrong_dtype(mask):
 def test_score_mask_not_a_tensor():
     with pytest.raises(TypeError, match=r"^score_mask must be a bool tensor, got list"):
         call(score_mask=[[True] * B] * B)
+
+
+def test_the_options_read_nothing_on_the_device_path(monkeypatch):
+    """With the checks on the device path (as on an accelerator), a step with every option
+    reads nothing back (tests/test_host_reads.py counts the reads)."""
+    from test_host_reads import host_reads
+
+    monkeypatch.setattr(torchnce._common.checks, "HOST_READS_ON_CPU", False)
+    q = embeddings(B, H, D, seed=1).requires_grad_()
+    k, n = embeddings(B, D, seed=2), embeddings(M, D, seed=3)
+    opts = {"num_hard_negatives": 2, "sample_weight": torch.rand(B, dtype=torch.float64),
+            "min_probability": 1e-6, "reduction": "none"}
+    lq = log_probs(B + M)
+    mask = torch.rand(B, B + M) < 0.8
+    assert host_reads(lambda: torchnce.info_nce_loss(
+        q, k, log_q=lq[:B], score_mask=mask[:, :B], **opts)) == {}
+    assert host_reads(lambda: torchnce.mixed_negatives_loss(
+        q[:, 0], k, n, batch_log_q=lq[:B], sampled_log_q=lq[B:], score_mask=mask, **opts)) == {}
+
+
+def test_a_negative_weight_on_the_device_path_is_a_device_assertion(monkeypatch):
+    monkeypatch.setattr(torchnce._common.checks, "HOST_READS_ON_CPU", False)
+    w = -torch.ones(B)
+    with pytest.raises(RuntimeError, match=r"sample_weight must hold finite weights >= 0"):
+        call(sample_weight=w)

@@ -84,7 +84,9 @@ class GatheredNegatives:
         backward. ``DistributedDataParallel`` averages the ranks' parameter gradients, so
         there multiply the loss by ``world_size`` to get the single-process gradient of the
         global batch. A peer that dies or hangs makes the others raise
-        :class:`CollectiveError`, never wait forever.
+        :class:`CollectiveError`, never wait forever. The agreement on shapes reads its 8
+        counts per rank on the host: one synchronisation per call (on NCCL, a wait for the
+        stream); everything else stays on the device.
 
     Examples:
         >>> import torch
