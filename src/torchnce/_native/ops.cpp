@@ -7,7 +7,8 @@
 // twin, and the tests compare the two.
 //
 //   sl_forward(inputs, weight, bias?, ids?, b_ids?, log_q_true?, log_q_sampled?, hits?, label_mask?,
-//              num_true, width, softmax) -> (loss [B], dL/dlogits [B, T+S], rows [N, D])
+//              num_true, width, softmax, take_log) -> (loss [B], dL/dlogits [B, T+S],
+//              rows [N, D]); take_log: the log_q arguments are counts, their logs are taken
 //   sl_backward(dlogits, grad_loss?, divisor, x, rows, num_true, width, need_x, need_rows,
 //               need_bias) -> (dL/dx, dL/drows [N, D], dL/dbias_rows [N]), empty if not needed
 //   sl_backward_update(dlogits!, grad_loss, divisor, x, rows, ids, num_true, width, need_x,
@@ -88,13 +89,16 @@ const uint8_t* bytes(const optional<Tensor>& t, Tensor& keep, const char* name, 
 }
 
 // A [B, K]-broadcastable float tensor as float32 (kept alive in `keep`) and its strides.
+// With take_log, t holds expected counts and keep their float32 logs (torch's log, as the
+// pure path takes them).
 const float* strided(const optional<Tensor>& t, Tensor& keep, int64_t rows, int64_t cols,
-                     int64_t& row_stride, int64_t& col_stride) {
+                     int64_t& row_stride, int64_t& col_stride, bool take_log) {
   row_stride = col_stride = 0;
   if (!t.has_value()) return nullptr;
   TORCH_CHECK_VALUE(t->device().is_cpu() && t->is_floating_point(),
                     "log_q must be a floating CPU tensor");
-  keep = t->to(at::kFloat).expand({rows, cols});
+  keep = take_log ? at::log(t->to(at::kFloat)) : t->to(at::kFloat);
+  keep = keep.expand({rows, cols});
   row_stride = keep.stride(0);
   col_stride = keep.stride(1);
   return keep.data_ptr<float>();
@@ -104,7 +108,7 @@ std::tuple<Tensor, Tensor, Tensor> sl_forward(
     const Tensor& inputs, const Tensor& weight, const optional<Tensor>& bias,
     const optional<Tensor>& ids, const optional<Tensor>& b_ids, const optional<Tensor>& log_q_true,
     const optional<Tensor>& log_q_sampled, const optional<Tensor>& hits,
-    const optional<Tensor>& label_mask, int64_t t, int64_t width, bool softmax) {
+    const optional<Tensor>& label_mask, int64_t t, int64_t width, bool softmax, bool take_log) {
   need_float(inputs, "inputs", 2);
   need_float(weight, "weight", 2);
   TORCH_CHECK_VALUE(weight.size(1) == inputs.size(1) && weight.stride(1) == 1,
@@ -160,8 +164,8 @@ std::tuple<Tensor, Tensor, Tensor> sl_forward(
   if (!per_example) sdots = at::mm(x, rows.narrow(0, batch * t, s).t());
   Tensor keep_qt, keep_qs, keep_hits, keep_mask;
   int64_t qt_b, qt_t, qs_b, qs_s;
-  const float* qt = strided(log_q_true, keep_qt, batch, t, qt_b, qt_t);
-  const float* qs = strided(log_q_sampled, keep_qs, batch, s, qs_b, qs_s);
+  const float* qt = strided(log_q_true, keep_qt, batch, t, qt_b, qt_t, take_log);
+  const float* qs = strided(log_q_sampled, keep_qs, batch, s, qs_b, qs_s, take_log);
   TORCH_CHECK_VALUE(log_q_true.has_value() == log_q_sampled.has_value(),
                     "log_q_true and log_q_sampled must be given together");
   const uint8_t* hb = bytes(hits, keep_hits, "hits", batch, s);
@@ -421,7 +425,7 @@ std::tuple<Tensor, Tensor, Tensor, int64_t> sample(
 TORCH_LIBRARY(torchnce_cpu, m) {
   m.def("sl_forward(Tensor inputs, Tensor weight, Tensor? bias, Tensor? ids, Tensor? b_ids, "
         "Tensor? log_q_true, Tensor? log_q_sampled, Tensor? hits, Tensor? label_mask, "
-        "int num_true, int width, bool softmax) -> (Tensor, Tensor, Tensor)");
+        "int num_true, int width, bool softmax, bool take_log=False) -> (Tensor, Tensor, Tensor)");
   m.def("sl_backward(Tensor dlogits, Tensor? grad_loss, int divisor, Tensor x, Tensor rows, "
         "int num_true, int width, bool need_x, bool need_rows, bool need_bias) "
         "-> (Tensor, Tensor, Tensor)");

@@ -39,18 +39,20 @@ def forward(
     inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     w_ids: torch.Tensor | None, b_ids: torch.Tensor | None,
     log_q: tuple[torch.Tensor, torch.Tensor] | None, hits: torch.Tensor | None,
-    label_mask: torch.Tensor | None, num_true: int, width: int, softmax: bool,
+    label_mask: torch.Tensor | None, num_true: int, width: int, softmax: bool, *,
+    take_log: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss [B], dL/dlogits [B, T + S], rows [N, D])`` of ``torchnce::fused_forward``
     (``width`` = T + S per-example, 0 shared); ``rows`` is ``weight`` itself when ``w_ids`` is
-    None and ``weight`` is contiguous."""
+    None and ``weight`` is contiguous. With ``take_log`` the pair ``log_q`` holds the expected
+    counts, whose float32 logs the operator takes (torch's ``log``, as the pure path)."""
     same = b_ids is w_ids  # then gathered together
     w_ids = _ids(w_ids)
     b_ids = w_ids if same else _ids(b_ids)
     lq_true, lq_sampled = (None, None) if log_q is None else log_q
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = torch.ops.torchnce_cpu.sl_forward(
         inputs, weight, bias, w_ids, b_ids, lq_true, lq_sampled, hits, label_mask, num_true,
-        width, softmax)
+        width, softmax, take_log)
     return out
 
 

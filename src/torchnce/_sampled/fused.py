@@ -24,7 +24,7 @@ from torchnce._common.lookup import lookup, sparse_rows
 from torchnce._common.types import LossKind, apply_reduction
 from torchnce._native import sampled as native
 from torchnce._sampled import ops
-from torchnce._sampled.logits import all_ids, compose_logits, log_q, work_dtype
+from torchnce._sampled.logits import all_ids, compose_logits, log_of_counts, log_q, work_dtype
 from torchnce._sampled.problem import Classes, Problem
 from torchnce._sampled.spec import LossSpec
 
@@ -183,6 +183,8 @@ class FusedPlan(NamedTuple):
         sparse: whether the table gradients are sparse.
         in_backward: the row update to apply in backward instead of returning table
             gradients, or None.
+        counts: the expected counts ``(Q(true), Q(sampled))`` whose logs to subtract, given
+            instead of ``log_q`` (the native operator takes the logs itself), or None.
     """
 
     w_ids: torch.Tensor | None
@@ -195,6 +197,7 @@ class FusedPlan(NamedTuple):
     kind: LossKind
     sparse: bool
     in_backward: InBackward | None = None
+    counts: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def _forward(
@@ -301,11 +304,14 @@ class _FusedSampledLoss(torch.autograd.Function):
         # params: the tables a row update changes in backward (so that it runs), else none
         ctx.native = native.usable(inputs, weight, bias, plan.w_ids)
         if ctx.native:  # the operator itself, without the op of ops.py around it
+            given = plan.log_q if plan.counts is None else plan.counts
             loss, dlogits, rows = native.forward(
-                inputs, weight, bias, plan.w_ids, plan.b_ids, plan.log_q, plan.hits,
-                plan.label_mask, plan.num_true, plan.width or 0, plan.kind == "softmax")
+                inputs, weight, bias, plan.w_ids, plan.b_ids, given, plan.hits,
+                plan.label_mask, plan.num_true, plan.width or 0, plan.kind == "softmax",
+                take_log=plan.counts is not None)
         else:
-            lq_true, lq_sampled = (None, None) if plan.log_q is None else plan.log_q
+            logs = plan.log_q if plan.counts is None else log_of_counts(plan.counts, inputs.dtype)
+            lq_true, lq_sampled = (None, None) if logs is None else logs
             loss, dlogits, rows = ops.fused_forward(
                 inputs, weight, bias, plan.w_ids, plan.b_ids, lq_true, lq_sampled, plan.hits,
                 plan.label_mask, plan.num_true, plan.width or 0, plan.kind == "softmax")
@@ -405,6 +411,11 @@ def _table_input(
     return rows, None
 
 
+def _counts(classes: Classes, spec: LossSpec) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The expected counts whose logs the loss subtracts, or None."""
+    return (classes.true_count, classes.sampled_count) if spec.subtract_log_q else None
+
+
 def _width(classes: Classes) -> int | None:
     """``T + S`` for per-example candidates, None for shared ones."""
     return classes.num_true + classes.sampled.shape[1] if classes.per_example else None
@@ -431,9 +442,9 @@ def fused_sampled_loss(problem: Problem, spec: LossSpec, update: Any = None,
         # dynamo cannot trace an autograd.Function given one tensor twice: a copy when compiling
         b_ids_in = ids.clone() if torch.compiler.is_compiling() else ids
         bias, b_ids = _table_input(problem, problem.biases, b_ids_in)
-    log_qs = log_q(classes, problem.inputs.dtype) if spec.subtract_log_q else None
-    plan = FusedPlan(w_ids, b_ids, log_qs, classes.hits, classes.label_mask, classes.num_true,
-                     _width(classes), spec.kind, problem.sparse_grad)
+    plan = FusedPlan(w_ids, b_ids, None, classes.hits, classes.label_mask, classes.num_true,
+                     _width(classes), spec.kind, problem.sparse_grad,
+                     counts=_counts(classes, spec))
     return fused_loss(problem.inputs, weight, bias, plan)
 
 
@@ -448,11 +459,10 @@ def _updated_in_backward(problem: Problem, spec: LossSpec, update: Any, ids: tor
         bias, b_ids = None, None
         if biases is not None:
             bias, b_ids = _table_input(problem, [b.detach() for b in biases], ids)
-    log_qs = log_q(classes, problem.inputs.dtype) if spec.subtract_log_q else None
-    plan = FusedPlan(w_ids, b_ids, log_qs, classes.hits, classes.label_mask, classes.num_true,
+    plan = FusedPlan(w_ids, b_ids, None, classes.hits, classes.label_mask, classes.num_true,
                      _width(classes), spec.kind, False,
                      InBackward(update, weights, biases, ids, problem.partition_strategy,
-                                reduction))
+                                reduction), _counts(classes, spec))
     return fused_loss(problem.inputs, weight, bias, plan, *weights, *(biases or []))
 
 

@@ -138,8 +138,14 @@ def log_q(classes: Classes, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     expected counts cast to ``dtype`` (as TensorFlow casts them), then their logs, except that
     for float16/bfloat16 the counts are cast to float32 instead (a count below float16's
     smallest value, e.g. of a rare class among 10⁷, would become 0 and its log -inf)."""
+    return log_of_counts((classes.true_count, classes.sampled_count), dtype)
+
+
+def log_of_counts(counts: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`log_q` of the expected counts ``(true, sampled)``."""
     work = work_dtype(dtype)
-    return classes.true_count.to(work).log(), classes.sampled_count.to(work).log()
+    return counts[0].to(work).log(), counts[1].to(work).log()
 
 
 def logits_of(problem: Problem, *, subtract_log_q: bool) -> torch.Tensor:
