@@ -291,3 +291,45 @@ def test_under_torch_compile_the_update_runs_eagerly() -> None:
     for (name, p), q in zip(layers[0].state_dict().items(), layers[1].state_dict().values(),
                             strict=True):
         torch.testing.assert_close(q, p, msg=name)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "rowwise_adagrad"])
+@pytest.mark.parametrize("config", [{}, {"num_true": 3, "reduction": "none"},
+                                    {"per_example_negatives": True, "reduction": "sum"},
+                                    {"bias": False, "remove_accidental_hits": True}])
+@pytest.mark.parametrize("inputs_grad", [True, False])
+def test_the_native_node_equals_the_python_node(name: str, config: dict[str, Any],
+                                                inputs_grad: bool,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """On float32 CPU a RowUpdate step is one autograd node in C++ (ops.cpp's UpdateLoss); it
+    takes the same steps as the Python node over the same kernels (SGD bit for bit), and
+    updates the rows even when the inputs need no gradient."""
+    import torchnce._sampled.fused as fused
+
+    if not torchnce.native_available().available:
+        pytest.skip("the native kernels are not built")
+    per_example = config.get("per_example_negatives", False)
+    data = batches(3, config.get("num_true", 1), per_example)
+    results = []
+    for native_node in (True, False):
+        monkeypatch.setattr(fused, "NATIVE_NODE", native_node)
+        torch.manual_seed(2)
+        layer = torchnce.SampledSoftmaxLoss(C, D, S, update=torchnce.RowUpdate(name, lr=0.2),
+                                            **config)
+        grads = []
+        for x, y, values in data:
+            x = x.clone().requires_grad_(inputs_grad)
+            loss = layer(x, y, sampled_values=values)
+            assert (type(loss.grad_fn).__name__ == "CppFunction") == native_node
+            (loss.sum() if loss.dim() else loss).backward()
+            grads.append(x.grad)
+        results.append((layer.state_dict(), grads))
+    (cpp_state, cpp_grads), (py_state, py_grads) = results
+    for key, value in cpp_state.items():
+        if name == "sgd":
+            assert torch.equal(value, py_state[key]), key
+        torch.testing.assert_close(value, py_state[key], rtol=1e-6, atol=1e-6, msg=key)
+    for a, b in zip(cpp_grads, py_grads, strict=True):
+        assert (a is None) == (b is None) == (not inputs_grad)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

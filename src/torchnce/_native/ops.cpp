@@ -14,6 +14,10 @@
 //   sl_backward_update(dlogits!, grad_loss, divisor, x, rows, ids, num_true, width, need_x,
 //                      weight!, bias!?, weight_state!?, bias_state!?, kind, lr, eps) -> dL/dx
 //   row_update(kind, table!, ids, grads, state!?, lr, eps) -> ()
+//   update_loss(inputs, weight, bias?, ids, counts?, ..., reduction, states?, kind, lr, eps)
+//       -> the reduced loss, an autograd node whose backward updates the rows (UpdateLoss)
+//   sample(kind, true_classes, num_sampled, unique, range, log_range, generator?, tables?)
+//       -> (candidates, true counts, sampled counts, tries)
 //
 // width = T + S for per-example candidates (rows [B, T+S, D] flattened), 0 for shared ones
 // (rows [B*T + S, D], the true rows first). g = dlogits * grad_loss / divisor per row
@@ -25,6 +29,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include "sampler_call.h"
@@ -420,6 +425,86 @@ std::tuple<Tensor, Tensor, Tensor, int64_t> sample(
   return {candidates, true_count, sampled_count, tries};
 }
 
+// The whole step of an output layer with a RowUpdate, as one autograd node in C++: forward as
+// sl_forward (the logs of the counts taken) and the module's reduction (0 none, 1 mean,
+// 2 sum); backward as sl_backward_update, at most once per graph. `params` are the layer's
+// parameters (inputs of the node, so that its backward runs even when `inputs` needs no
+// gradient; they get none). The tables, their
+// accumulators and the update's settings are kept outside the saved variables (they change
+// between steps, and in this node's own backward).
+class UpdateLoss : public torch::autograd::Function<UpdateLoss> {
+ public:
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& inputs,
+                        const Tensor& weight, const optional<Tensor>& bias, const Tensor& ids,
+                        const optional<Tensor>& count_true, const optional<Tensor>& count_sampled,
+                        const optional<Tensor>& hits, const optional<Tensor>& label_mask,
+                        int64_t t, int64_t width, bool softmax, int64_t reduction,
+                        const optional<Tensor>& weight_state, const optional<Tensor>& bias_state,
+                        int64_t kind, double lr, double eps, at::TensorList params) {
+    TORCH_CHECK_VALUE(reduction >= 0 && reduction <= 2, "reduction must be 0, 1 or 2, got ",
+                      reduction);
+    at::AutoDispatchBelowADInplaceOrView below;
+    const Tensor x = inputs.contiguous();
+    auto [loss, dlogits, rows] = sl_forward(x, weight, bias, ids, ids, count_true,
+                                            count_sampled, hits, label_mask, t, width, softmax,
+                                            true);
+    ctx->save_for_backward({x, rows, dlogits});
+    ctx->saved_data["weight"] = weight;
+    ctx->saved_data["bias"] = bias;
+    ctx->saved_data["ids"] = ids;
+    ctx->saved_data["weight_state"] = weight_state;
+    ctx->saved_data["bias_state"] = bias_state;
+    ctx->saved_data["t"] = t;
+    ctx->saved_data["width"] = width;
+    ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["kind"] = kind;
+    ctx->saved_data["lr"] = lr;
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["updated"] = false;
+    ctx->saved_data["num_params"] = static_cast<int64_t>(params.size());
+    if (reduction == 0) return loss;
+    return reduction == 1 ? loss.mean() : loss.sum();
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    TORCH_CHECK(!ctx->saved_data["updated"].toBool(),
+                "update: this step's rows were already updated by an earlier backward of the "
+                "same graph; run a new forward for each backward");
+    ctx->saved_data["updated"] = true;
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& x = saved[0];
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
+    const auto table = [&](const char* name) -> optional<Tensor> {
+      const c10::IValue& v = ctx->saved_data[name];
+      return v.isNone() ? optional<Tensor>() : optional<Tensor>(v.toTensor());
+    };
+    Tensor grad_loss = grads[0].defined() ? grads[0] : at::ones({}, x.options());
+    const Tensor grad_x = sl_backward_update(
+        saved[2], grad_loss, reduction == 1 ? x.size(0) : 1, x, saved[1],
+        ctx->saved_data["ids"].toTensor(), ctx->saved_data["t"].toInt(),
+        ctx->saved_data["width"].toInt(), ctx->needs_input_grad(0),
+        ctx->saved_data["weight"].toTensor(), table("bias"), table("weight_state"),
+        table("bias_state"), ctx->saved_data["kind"].toInt(), ctx->saved_data["lr"].toDouble(),
+        ctx->saved_data["eps"].toDouble());
+    torch::autograd::variable_list out(17 + ctx->saved_data["num_params"].toInt());
+    if (ctx->needs_input_grad(0)) out[0] = grad_x;
+    return out;
+  }
+};
+
+Tensor update_loss(const Tensor& inputs, const Tensor& weight, const optional<Tensor>& bias,
+                   const Tensor& ids, const optional<Tensor>& count_true,
+                   const optional<Tensor>& count_sampled, const optional<Tensor>& hits,
+                   const optional<Tensor>& label_mask, int64_t t, int64_t width, bool softmax,
+                   int64_t reduction, const optional<Tensor>& weight_state,
+                   const optional<Tensor>& bias_state, int64_t kind, double lr, double eps,
+                   at::TensorList params) {
+  return UpdateLoss::apply(inputs, weight, bias, ids, count_true, count_sampled, hits,
+                           label_mask, t, width, softmax, reduction, weight_state, bias_state,
+                           kind, lr, eps, params);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(torchnce_cpu, m) {
@@ -435,10 +520,16 @@ TORCH_LIBRARY(torchnce_cpu, m) {
         "float lr, float eps) -> Tensor");
   m.def("row_update(int kind, Tensor(a!) table, Tensor ids, Tensor grads, Tensor(b!)? state, "
         "float lr, float eps) -> ()");
+  m.def("update_loss(Tensor inputs, Tensor weight, Tensor? bias, Tensor ids, "
+        "Tensor? count_true, Tensor? count_sampled, Tensor? hits, Tensor? label_mask, "
+        "int num_true, int width, bool softmax, int reduction, Tensor? weight_state, "
+        "Tensor? bias_state, int kind, float lr, float eps, Tensor[] params) -> Tensor");
   m.def("sample(int kind, Tensor true_classes, int num_sampled, bool unique, int range, "
         "float log_range, Generator? generator, Tensor? threshold, Tensor? alias, "
         "Tensor? probs) -> (Tensor, Tensor, Tensor, int)");
 }
+
+TORCH_LIBRARY_IMPL(torchnce_cpu, Autograd, m) { m.impl("update_loss", update_loss); }
 
 TORCH_LIBRARY_IMPL(torchnce_cpu, CPU, m) {
   m.impl("sl_forward", sl_forward);

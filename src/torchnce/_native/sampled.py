@@ -83,6 +83,28 @@ def backward_update(
     return grad_x if need_x else None
 
 
+_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
+def update_loss(
+    inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ids: torch.Tensor,
+    counts: tuple[torch.Tensor, torch.Tensor] | None, hits: torch.Tensor | None,
+    label_mask: torch.Tensor | None, num_true: int, width: int, softmax: bool, reduction: str,
+    weight_state: torch.Tensor | None, bias_state: torch.Tensor | None, kind: str, lr: float,
+    eps: float, params: list[torch.Tensor],
+) -> torch.Tensor:
+    """The loss reduced by ``reduction``, from one autograd node in C++ whose backward updates
+    the rows ``ids`` of ``weight`` (and ``bias``) with RowUpdate ``kind`` (``counts``: the
+    expected counts whose logs are subtracted, or None; ``params``: the layer's parameters,
+    inputs of the node so that its backward runs)."""
+    count_true, count_sampled = (None, None) if counts is None else counts
+    loss: torch.Tensor = torch.ops.torchnce_cpu.update_loss(
+        inputs, weight, bias, ids.contiguous(), count_true, count_sampled, hits, label_mask,
+        num_true, width, softmax, _REDUCTIONS[reduction], weight_state, bias_state,
+        ROW_UPDATES[kind], lr, eps, params)
+    return loss
+
+
 def row_update(kind: str, table: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor,
                state: torch.Tensor | None, lr: float, eps: float) -> None:
     """Apply ``RowUpdate`` ``kind`` to the rows ``ids`` of a float32 table (``[C, D]`` with

@@ -448,12 +448,27 @@ def fused_sampled_loss(problem: Problem, spec: LossSpec, update: Any = None,
     return fused_loss(problem.inputs, weight, bias, plan)
 
 
+NATIVE_NODE = True  # False: a RowUpdate step takes the Python node even where native (tests)
+
+
 def _updated_in_backward(problem: Problem, spec: LossSpec, update: Any, ids: torch.Tensor,
                          reduction: str) -> torch.Tensor:
     """The fused node with the tables as detached inputs and the row update in backward
     (run eagerly under ``torch.compile``: a graph break, so not with ``fullgraph=True``)."""
     classes = problem.classes
     weights, biases = problem.weights, problem.biases
+    if NATIVE_NODE and len(weights) == 1 and native.usable(problem.inputs, *weights,
+                                                           *(biases or [])):
+        weight, bias = weights[0].detach(), None if biases is None else biases[0].detach()
+        if weight.stride(1) == 1 and (bias is None or bias.is_contiguous()):
+            # the whole step in one autograd node of the native operators
+            w_state, b_state = (getattr(update, names[0]) if names else None
+                                for names in (update.weight_states, update.bias_states))
+            return native.update_loss(
+                problem.inputs, weight, bias, ids, _counts(classes, spec), classes.hits,
+                classes.label_mask, classes.num_true, _width(classes) or 0,
+                spec.kind == "softmax", reduction, w_state, b_state, update.kind, update.lr,
+                update.eps, [*weights, *(biases or [])])
     with torch.no_grad():
         weight, w_ids = _table_input(problem, [w.detach() for w in weights], ids)
         bias, b_ids = None, None
