@@ -6,7 +6,11 @@ evaluation over all classes, and contrastive retrieval losses. ``torchnce.distri
 the class-sharded output layer.
 """
 
-# ruff: noqa: I001 (the imports are grouped by family, not sorted)
+# ruff: noqa: I001, E402 (the imports are grouped by family, not sorted, after the startup hook)
+
+from torchnce._common import startup as _startup
+
+_startup.stop_interrupts_while_starting()  # only for the torchnce command itself (see there)
 
 # The TensorFlow port: tf.nn's sampled losses and lookups, tf.random's candidate samplers.
 from torchnce._common.lookup import embedding_lookup

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import sys
 
+from torchnce._common.startup import restore_interrupts
 from torchnce.app.main import main
 
 __all__ = ["main"]
+
+restore_interrupts()  # main handles Ctrl-C from here on (one line, status 130)
 
 if __name__ == "__main__":
     sys.exit(main())

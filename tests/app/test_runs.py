@@ -147,6 +147,34 @@ def test_a_real_ctrl_c_after_the_corpus_line_is_never_lost(corpus, tmp_path, del
         assert set(files(out)) == OUTPUTS
 
 
+@pytest.mark.parametrize("delay", [0.15, 0.4])
+def test_a_real_ctrl_c_while_the_command_starts_is_one_line(tmp_path, delay):
+    """SIGINT while ``python -m torchnce`` imports the package and torch (before its main runs):
+    exit 130 and one line, no traceback, nothing written."""
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "torchnce", "word2vec", "--epochs", "1", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "interrupted" in stderr and "nothing was written" in stderr
+    assert not out.exists()
+
+
+def test_importing_the_package_elsewhere_keeps_python_s_ctrl_c():
+    """Only the torchnce command replaces the SIGINT handler while it starts; this process
+    (pytest) imported torchnce and keeps KeyboardInterrupt."""
+    import torchnce  # noqa: F401
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_run_that_trains_nothing_says_why(corpus, tmp_path, capsys):
     assert job(corpus, tmp_path / "out", "--subsample", "1e-12") == 1
     err = capsys.readouterr().err
