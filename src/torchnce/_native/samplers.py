@@ -121,14 +121,17 @@ def _start(tc: torch.Tensor, num_sampled: int, unique: bool,
 
 
 _SAMPLE: Any = None  # the operator torchnce_cpu::sample once known to load, else False
+_SAMPLE_FIXED: Any = None  # torchnce_cpu::sample_fixed
 _GENERATOR = torch.Generator
 
 
 def _operator() -> Any:
     """The operator ``torch.ops.torchnce_cpu.sample`` (ops.cpp), False if it did not build."""
-    global _SAMPLE
+    global _SAMPLE, _SAMPLE_FIXED
     if _SAMPLE is None:
-        _SAMPLE = torch.ops.torchnce_cpu.sample.default if load_ops().available else False
+        ok = load_ops().available
+        _SAMPLE = torch.ops.torchnce_cpu.sample.default if ok else False
+        _SAMPLE_FIXED = torch.ops.torchnce_cpu.sample_fixed.default if ok else False
     return _SAMPLE
 
 
@@ -152,8 +155,7 @@ def uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
             rng: object) -> SampledValues | None:
     """``uniform_values`` of ``torchnce._sampling.closed_form`` (contiguous int64 ``tc``)."""
     if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
-        return _op_values(_SAMPLE(0, tc, num_sampled, unique, range_max, 0.0, rng, None, None,
-                                  None))
+        return _op_values(_SAMPLE(0, tc, num_sampled, unique, range_max, 0.0, rng))
     call, out = _start(tc, num_sampled, unique, rng)
     call.range = range_max
     return _done(out, (_kernels or _bound()).uniform(call), rng)
@@ -163,8 +165,7 @@ def log_uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int
                 log_range: float, rng: object) -> SampledValues | None:
     """``log_uniform_values``; ``log_range`` is ``math.log1p(range_max)``."""
     if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
-        return _op_values(_SAMPLE(1, tc, num_sampled, unique, range_max, log_range, rng, None,
-                                  None, None))
+        return _op_values(_SAMPLE(1, tc, num_sampled, unique, range_max, log_range, rng))
     call, out = _start(tc, num_sampled, unique, rng)
     call.range, call.log_range = range_max, log_range
     return _done(out, (_kernels or _bound()).log_uniform(call), rng)
@@ -176,8 +177,7 @@ def alias(threshold: torch.Tensor, alias_: torch.Tensor, probs: torch.Tensor,
     """``FixedUnigramSampler``'s draw from its tables (contiguous CPU float64, int64 and
     float32 ``[n]``)."""
     if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
-        return _op_values(_SAMPLE(2, tc, num_sampled, unique, probs.numel(), 0.0, rng,
-                                  threshold, alias_, probs))
+        return _op_values(_SAMPLE_FIXED(tc, num_sampled, unique, rng, threshold, alias_, probs))
     call, out = _start(tc, num_sampled, unique, rng)
     call.threshold, call.alias, call.probs = (threshold.data_ptr(), alias_.data_ptr(),
                                               probs.data_ptr())
