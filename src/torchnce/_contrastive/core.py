@@ -205,7 +205,7 @@ def columns(blocks: Sequence[tuple[torch.Tensor | None, int]], rows: int) -> tor
 def softmax_loss(
     scores: torch.Tensor,
     target: torch.Tensor,
-    temperature: float | torch.Tensor,
+    temperature: float | torch.Tensor | None,
     log_q: torch.Tensor | None,
     mask: torch.Tensor | None,
     num_hard_negatives: int | None = None,
@@ -217,10 +217,11 @@ def softmax_loss(
     the correction, and ``masked_fill`` passes it no gradient: no ``inf`` enters the sum and no
     NaN reaches any gradient, the temperature's included. The hard negatives are chosen on
     these final logits (after correction and masks, as TFRS' ``HardNegativeMining``).
+    ``temperature=None``: ``scores`` are already divided and corrected (see :func:`logits`).
     """
     if isinstance(temperature, torch.Tensor):
         temperature = temperature.to(scores).clamp(*TEMPERATURE_RANGE)
-    logits = scores / temperature
+    logits = scores if temperature is None else scores / temperature
     if log_q is not None:
         logits = logits - log_q
     if mask is not None:
@@ -241,6 +242,28 @@ def hardest(
     return torch.cat([positive, top], dim=1), torch.zeros_like(target)
 
 
+def logits(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    temperature: float | torch.Tensor,
+    log_q: torch.Tensor | None,
+) -> torch.Tensor:
+    """``[B, N]`` ``s(q_i, k_j) / τ - log q_j`` with shared keys ``[N, D]``.
+
+    For ``[B, D]`` queries and a float τ this is one ``addmm`` (``-log q`` as its bias, ``1/τ``
+    as its scale), so no ``[B, N]`` pass divides or subtracts, forward or backward.
+    """
+    if isinstance(temperature, torch.Tensor) or query.dim() != 2:
+        if isinstance(temperature, torch.Tensor):
+            temperature = temperature.to(query).clamp(*TEMPERATURE_RANGE)
+        z = pair_scores(query, keys) / temperature
+        return z if log_q is None else z - log_q
+    scale = 1.0 / temperature
+    if log_q is not None:
+        return torch.addmm(log_q.neg(), query, keys.T, alpha=scale)
+    return (query if scale == 1.0 else query * scale) @ keys.T
+
+
 def in_batch_rows(
     q: torch.Tensor,
     keys: torch.Tensor,
@@ -249,18 +272,22 @@ def in_batch_rows(
     log_q: torch.Tensor | None,
     mask: torch.Tensor | None,
     num_hard_negatives: int | None,
-    back: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    back: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """Per-row loss of rows ``offset .. offset + B`` of an in-batch problem whose ``N`` keys
-    are ``keys`` (the rows' own keys at ``offset``); ``back`` = (key→query scores ``[B, N]``,
-    their mask) adds the symmetric direction. One process: ``N = B``, offset 0; the gathered
-    loss of torchnce.distributed: every rank's keys."""
+    are ``keys`` (the rows' own keys at ``offset``). ``back = (queries, mask)`` adds the
+    symmetric key→query direction: the rows' keys against all ``N`` queries, or, with
+    ``queries`` None (one process, ``N = B``, no ``log_q``), this call's logits transposed.
+    One process: ``N = B``, offset 0; the gathered loss of torchnce.distributed: every rank's
+    keys."""
     target = torch.arange(q.shape[0], device=q.device) + offset
-    loss = softmax_loss(pair_scores(q, keys), target, temperature, log_q, mask,
-                        num_hard_negatives)
+    z = logits(q, keys, temperature, log_q)
+    loss = softmax_loss(z, target, None, None, mask, num_hard_negatives)
     if back is not None:
-        back_loss = softmax_loss(back[0], target, temperature, None, back[1], num_hard_negatives)
-        loss = (loss + back_loss) / 2
+        queries, back_mask = back
+        own = keys[offset: offset + q.shape[0]]
+        zb = z.T if queries is None else logits(queries, own, temperature, None).T
+        loss = (loss + softmax_loss(zb, target, None, None, back_mask, num_hard_negatives)) / 2
     return loss
 
 
@@ -276,6 +303,6 @@ def mixed_rows(
 ) -> torch.Tensor:
     """Per-row loss over the ``N`` in-batch keys and the ``M`` sampled ones, ``log_q`` being
     the ``[N + M]`` correction (``log p_j``, then ``log (M q_m)``)."""
-    scores = torch.cat([pair_scores(q, keys), pair_scores(q, sampled)], dim=1)
+    z = logits(q, torch.cat([keys, sampled]), temperature, log_q)
     target = torch.arange(q.shape[0], device=q.device) + offset
-    return softmax_loss(scores, target, temperature, log_q, mask, num_hard_negatives)
+    return softmax_loss(z, target, None, None, mask, num_hard_negatives)

@@ -196,10 +196,9 @@ def info_nce_loss(
         )
         ids = in_batch_mask(qids, kids)
         q, k = embed(q, normalize), embed(k, normalize)
-        scores = pair_scores(q, k)
         back = None
         if symmetric:
-            back = (scores.T, removed(ids, None if shown is None else shown.T, 0))
+            back = (None, removed(ids, None if shown is None else shown.T, 0))
         loss = in_batch_rows(q, k, 0, tau, lq, removed(ids, shown, 0), hard, back)
         return weigh(loss, weight, reduction)
     if symmetric:

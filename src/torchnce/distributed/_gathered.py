@@ -31,7 +31,6 @@ from torchnce._contrastive.core import (
     in_batch_mask,
     in_batch_rows,
     mixed_rows,
-    pair_scores,
 )
 from torchnce._contrastive.options import (
     check_min_probability,
@@ -176,7 +175,7 @@ class GatheredNegatives:
         mask = in_batch_mask(qids, kids, all_qids, all_kids, offset)
         back = None
         if symmetric:
-            back = (pair_scores(self._gather(q, "queries"), k).T, mask)
+            back = (self._gather(q, "queries"), mask)
         loss = in_batch_rows(q, keys, offset, tau, all_lq, removed(mask, shown, offset), hard,
                              back)
         return weigh(loss, weight, reduction, world * batch)
