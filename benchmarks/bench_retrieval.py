@@ -11,7 +11,8 @@ sampled negatives, temperature 0.05, dot product, log-Q correction with clipping
   ``tf.function`` with a ``GradientTape``, metrics off. Compile time is not counted.
 
 The two libraries alternate: each round times a few calls of one, then of the other; the
-table shows the median over the rounds of the mean time per call. TFRS runs in a worker
+table shows the median over the rounds of the mean time per call, keeping only rounds in
+which other processes used under 10 % of the cores (the machine is shared). TFRS runs in a worker
 process driven from this one (in one process TF's spinning thread pools slowed torch ~50x).
 
 Part 2: ``torchnce.distributed.GatheredNegatives`` on gloo groups of P = 1, 2, 3 local
@@ -115,8 +116,8 @@ def tfrs_step(x: dict[str, np.ndarray]) -> Callable[[], Any]:
 
 def _tfrs_worker(conn: Any, threads: int) -> None:
     """TFRS in its own process, driven by messages: ("setup", B, extra), ("run", calls) ->
-    ms per call, ("stop",). In one process with torch, TF's spinning thread pools slowed
-    torch's ops ~50x here (benchmarks/bench_samplers.py saw the same)."""
+    (ms per call, this process's CPU seconds), ("stop",). In one process with torch, TF's
+    spinning thread pools slowed torch's ops ~50x here (bench_samplers.py saw the same)."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -132,34 +133,71 @@ def _tfrs_worker(conn: Any, threads: int) -> None:
             conn.send(tf.__version__)
         else:
             assert step is not None
-            start = time.perf_counter()
+            cpu, start = time.process_time(), time.perf_counter()
             for _ in range(message[1]):
                 step()
-            conn.send((time.perf_counter() - start) / message[1] * 1e3)
+            conn.send(((time.perf_counter() - start) / message[1] * 1e3,
+                       time.process_time() - cpu))
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class Round:
+    """Times one round and says whether other processes stayed under 10 % of the cores."""
+
+    def __enter__(self) -> Round:
+        self.busy, self.start = _machine_busy_s(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.wall = time.perf_counter() - self.start
+        self.machine = _machine_busy_s() - self.busy
+
+    def quiet(self, own_cpu_s: float) -> bool:
+        others = (self.machine - own_cpu_s) / (self.wall * (os.cpu_count() or 1))
+        return others < 0.10
 
 
 def alternate(torch_fn: Callable[[], Any], conn: Any, rounds: int, budget_s: float) -> dict:
-    """Median over rounds of the mean ms per call; torchnce and TFRS take turns every round."""
+    """Median over quiet rounds of the mean ms per call; torchnce and TFRS take turns every
+    round; rounds where other processes used >= 10 % of the cores are dropped and rerun (at
+    most 4x as many attempts); ``kept`` says how many attempts were kept."""
     torch_fn()
     start = time.perf_counter()
     torch_fn()
     torch_calls = max(1, int(budget_s / rounds / max(time.perf_counter() - start, 1e-6)))
     conn.send(("run", 1))
-    tf_calls = max(1, int(budget_s / rounds / max(conn.recv() / 1e3, 1e-6)))
+    tf_calls = max(1, int(budget_s / rounds / max(conn.recv()[0] / 1e3, 1e-6)))
     samples: dict[str, list[float]] = {"torchnce": [], "tfrs": []}
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(torch_calls):
-            torch_fn()
-        samples["torchnce"].append((time.perf_counter() - start) / torch_calls * 1e3)
-        conn.send(("run", tf_calls))
-        samples["tfrs"].append(conn.recv())
-    return {name: statistics.median(s) for name, s in samples.items()}
+    attempts = 0
+    while min(map(len, samples.values())) < rounds and attempts < 4 * rounds:
+        attempts += 1
+        cpu = time.process_time()
+        with Round() as r:
+            for _ in range(torch_calls):
+                torch_fn()
+        if r.quiet(time.process_time() - cpu):
+            samples["torchnce"].append(r.wall / torch_calls * 1e3)
+        with Round() as r:
+            conn.send(("run", tf_calls))
+            ms, tf_cpu = conn.recv()
+        if r.quiet(tf_cpu):
+            samples["tfrs"].append(ms)
+    kept = min(map(len, samples.values()))
+    if kept == 0:  # never quiet: report every round rather than nothing
+        return {"torchnce": float("nan"), "tfrs": float("nan"), "kept": f"0/{attempts}"}
+    result: dict[str, Any] = {n: statistics.median(s) for n, s in samples.items()}
+    result["kept"] = f"{kept}/{attempts}"
+    return result
 
 
 def part_one(args: argparse.Namespace) -> list[str]:
-    lines = ["| B | extra negatives | torchnce ms | TFRS ms | TFRS / torchnce |",
-             "|---:|---:|---:|---:|---:|"]
+    lines = ["| B | extra negatives | torchnce ms | TFRS ms | TFRS / torchnce | quiet rounds |",
+             "|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe()
@@ -174,7 +212,7 @@ def part_one(args: argparse.Namespace) -> list[str]:
                 ms = alternate(torch_step(x, batch, extra), conn, args.rounds,
                                budget_s=2.0 if args.quick else 8.0)
                 lines.append(f"| {batch} | {extra} | {ms['torchnce']:.2f} | {ms['tfrs']:.2f} |"
-                             f" {ms['tfrs'] / ms['torchnce']:.2f}x |")
+                             f" {ms['tfrs'] / ms['torchnce']:.2f}x | {ms['kept']} |")
                 print(lines[-1], flush=True)
     finally:
         conn.send(("stop",))
