@@ -306,8 +306,10 @@ def test_the_native_node_equals_the_python_node(name: str, config: dict[str, Any
     updates the rows even when the inputs need no gradient."""
     import torchnce._sampled.fused as fused
 
-    if not torchnce.native_available().available:
-        pytest.skip("the native kernels are not built")
+    from torchnce._native.build import load_ops
+
+    if not load_ops().available:
+        pytest.skip("the native operators are not built")
     per_example = config.get("per_example_negatives", False)
     data = batches(3, config.get("num_true", 1), per_example)
     results = []
