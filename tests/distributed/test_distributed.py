@@ -353,6 +353,38 @@ def test_shard_state_dict_accepts_a_sharded_single_process_module() -> None:
     torch.testing.assert_close(merged, torch.cat(list(layer.weight)))
 
 
+@pytest.mark.parametrize("name", ["adagrad", "rowwise_adagrad"])
+def test_row_update_accumulators_reshard_with_the_rows(name: str) -> None:
+    """A RowUpdate's accumulators (one row per class) move between world sizes and strategies
+    with the weights, from a single table or a num_shards > 1 layer."""
+    for shards in (1, 3):
+        layer = torchnce.NCELoss(C, D, S, num_shards=shards, partition_strategy="div",
+                                 update=torchnce.RowUpdate(name, lr=0.3))
+        x = torch.randn(7, D, requires_grad=True)
+        layer(x, torch.randint(C, (7,))).backward()
+        state = layer.state_dict()
+        full_w = torch.cat([state[k] for k in sorted(state) if k.startswith(
+            "update.weight_state")]) if shards > 1 else state["update.weight_state"]
+        assert full_w.abs().sum() > 0  # the step touched some rows
+        # (the shards of a num_shards > 1 layer are read in the new shards' strategy)
+        parts = [shard_state_dict(state, r, 2, "div") for r in range(2)]
+        for r, part in enumerate(parts):
+            ids = shard_ids(C, r, 2, "div")
+            assert torch.equal(part["update.weight_state"], full_w[ids])
+            assert part["update.bias_state"].shape == (len(ids),)
+        merged = gather_state_dict(parts, "div")
+        assert torch.equal(merged["update.weight_state"], full_w)
+        mod = [shard_state_dict(merged, r, 3, "mod") for r in range(3)]
+        assert torch.equal(gather_state_dict(mod, "mod")["update.weight_state"], full_w)
+        single = torchnce.NCELoss(C, D, S, update=torchnce.RowUpdate(name, lr=0.3))
+        single(x.detach(), torch.randint(C, (7,)))  # binds the accumulators
+        single.load_state_dict(merged)
+        assert torch.equal(single.update.weight_state, full_w)
+    with pytest.raises(ValueError, match=r"^state_dict must hold an update.weight_state of"):
+        shard_state_dict({"weight": torch.zeros(C, D),
+                          "update.weight_state": torch.zeros(C - 1)}, 0, 2)
+
+
 def test_errors_without_a_process_group_or_with_bad_arguments() -> None:
     if not dist.is_initialized():
         with pytest.raises(RuntimeError, match=r"^torchnce.distributed needs an initialised"):
@@ -398,6 +430,10 @@ def _check_row_update(rank: int, world: int, tmp: Path) -> None:
         assert layer.weight.grad is None
         close(layer.weight.detach(), reference.weight.detach()[ids])
         close(layer.bias.detach(), reference.bias.detach()[ids])
+        if name != "sgd":  # the accumulators reshard with the rows
+            mine = shard_state_dict(reference.state_dict(), rank, world, strategy)
+            for key in ("update.weight_state", "update.bias_state"):
+                close(layer.state_dict()[key], mine[key])
 
 
 def test_row_update_on_two_ranks_matches_single_process(checkpoint_dir: Path) -> None:

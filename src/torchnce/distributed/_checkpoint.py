@@ -2,9 +2,12 @@
 
 A sharded layer's ``state_dict`` on rank ``r`` holds ``weight`` ``[n_r, D]`` and ``bias``
 ``[n_r]``: the rows of the classes :func:`shard_ids` assigns to ``r``, in row order, exactly
-shard ``r`` of TensorFlow's partitioned variable. The sampler's buffers are replicated. So a
-single-process :class:`torchnce.NCELoss` state dict (``weight`` ``[C, D]``, ``bias`` ``[C]``)
-is the union of the shards, and re-sharding is a gather followed by a split.
+shard ``r`` of TensorFlow's partitioned variable; with ``update=RowUpdate("adagrad" |
+"rowwise_adagrad")`` also the accumulators of those rows (``update.weight_state``,
+``update.bias_state``). The sampler's buffers are replicated. So a single-process
+:class:`torchnce.NCELoss` state dict (``weight`` ``[C, D]``, ``bias`` ``[C]``, the
+accumulators ``[C, …]``) is the union of the shards, and re-sharding is a gather followed by a
+split.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from torchnce._common.checks import check_choice, check_int
 from torchnce._common.lookup import shard_sizes
 from torchnce._common.types import STRATEGIES, PartitionStrategy
 
-TABLES = ("weight", "bias")
-_SHARD_KEY = re.compile(r"^(weight|bias)\.(\d+)$")
+# the entries with one row per class: the tables and a RowUpdate's accumulators
+TABLES = ("weight", "bias", "update.weight_state", "update.bias_state")
+# their shards in a single-process layer with num_shards > 1: weight.<i>, update.weight_state_<i>
+_SHARD_KEY = re.compile(r"^(weight|bias)\.(\d+)$|^(update\.(?:weight|bias)_state)_(\d+)$")
 
 
 def shard_ids(
@@ -82,7 +87,8 @@ def _merged(
     out = {}
     for key, value in state.items():
         if match := _SHARD_KEY.match(key):
-            shards.setdefault(match[1], {})[int(match[2])] = value
+            name, index = (match[1], match[2]) if match[1] else (match[3], match[4])
+            shards.setdefault(name, {})[int(index)] = value
         else:
             out[key] = value
     if shards:
@@ -110,7 +116,8 @@ def shard_state_dict(
 
     Returns:
         The state dict of rank ``r``'s sharded layer: ``weight`` ``[n_r, D]``, ``bias``
-        ``[n_r]`` (copies), the other entries as given.
+        ``[n_r]`` and a RowUpdate's accumulators of those rows (copies), the other entries as
+        given.
 
     Raises:
         ValueError: no ``weight``, a bias of another length, bad sizes or strategy.
@@ -126,9 +133,11 @@ def shard_state_dict(
     if "weight" not in state:
         raise ValueError(f"state_dict must hold a 'weight' table, got keys {sorted(state)}")
     num_classes = int(state["weight"].shape[0])
-    if "bias" in state and int(state["bias"].shape[0]) != num_classes:
-        raise ValueError(f"state_dict must hold a bias of num_classes={num_classes} rows, got "
-                         f"shape {tuple(state['bias'].shape)}")
+    for key in TABLES[1:]:
+        if key in state and int(state[key].shape[0]) != num_classes:
+            name = "a bias" if key == "bias" else f"an {key}"
+            raise ValueError(f"state_dict must hold {name} of num_classes={num_classes} rows, "
+                             f"got shape {tuple(state[key].shape)}")
     ids = shard_ids(num_classes, rank, world_size, partition_strategy)
     return {key: value.index_select(0, ids.to(value.device)) if key in TABLES else value
             for key, value in state.items()}
@@ -150,8 +159,8 @@ def gather_state_dict(
         partition_strategy: ``"mod"`` or ``"div"``, the layout they were saved with.
 
     Returns:
-        ``weight`` ``[C, D]``, ``bias`` ``[C]`` (when saved) in global class order, and rank
-        0's other entries.
+        ``weight`` ``[C, D]``, ``bias`` ``[C]`` and a RowUpdate's accumulators (when saved) in
+        global class order, and rank 0's other entries.
 
     Raises:
         ValueError: no state dicts, shards whose sizes are not the strategy's layout.
