@@ -305,7 +305,6 @@ def test_the_native_node_equals_the_python_node(name: str, config: dict[str, Any
     takes the same steps as the Python node over the same kernels (SGD bit for bit), and
     updates the rows even when the inputs need no gradient."""
     import torchnce._sampled.fused as fused
-
     from torchnce._native.build import load_ops
 
     if not load_ops().available:

@@ -212,6 +212,36 @@ def test_non_contiguous_and_int32_true_classes():
         assert_same(got, want)
 
 
+@native
+@kinds
+@pytest.mark.parametrize("stream", ["generator", "default"])
+def test_a_sampler_core_takes_a_view_of_the_labels(kind, stream):
+    """The modules call the samplers' cores with their labels as given: a strided view (a
+    column of a wider tensor) draws what its contiguous copy draws, on both paths, with the
+    expected counts of the view's own ids. (The native call read a view's memory as if it were
+    contiguous until 2026-12-02.)"""
+    wide = labels(1000, 40, 5, seed=3)
+    view = wide[:, 1:2]  # strides (5, 1)
+    assert not view.is_contiguous()
+    results, states = [], []
+    for tc, enabled in ((view, True), (view.contiguous(), True), (view.contiguous(), False)):
+        if kind == "uniform":
+            sampler = torchnce.UniformSampler(1000)
+        elif kind == "log_uniform":
+            sampler = torchnce.LogUniformSampler(1000)
+        elif kind == "fixed":
+            sampler = torchnce.FixedUnigramSampler(1000, unigrams=weights(1000))
+        else:
+            sampler = torchnce.LearnedUnigramSampler(1000)
+        results.append(run(enabled, lambda sampler=sampler, tc=tc, **kw: sampler._sample(
+            tc, 16, True, kw.get("generator")), stream, 9)[0])
+        states.append(sampler.state_dict())
+    assert_same(results[0], results[1])
+    assert_same(results[1], results[2])
+    for other in states[1:]:  # a learned sampler's counts and extra state, exactly
+        torch.testing.assert_close(other, states[0], rtol=0, atol=0)
+
+
 def test_an_empty_batch():
     out = torchnce.learned_unigram_candidate_sampler(
         torch.zeros(0, 2, dtype=torch.int64), 2, 3, True, 5,

@@ -21,11 +21,11 @@ _installed = False
 def _is_the_command() -> bool:
     """Whether this process is the ``torchnce`` command (``python -m torchnce`` or the
     console script), which is importing the package before running."""
-    argv = getattr(sys, "argv", None) or [""]
+    argv: list[str] = list(getattr(sys, "argv", None) or [""])
     if argv[0] == "-m":  # Python sets this while it imports the parents of a -m target
-        orig = list(getattr(sys, "orig_argv", []))
+        orig: list[str] = list(getattr(sys, "orig_argv", []))
         return "-m" in orig[:-1] and orig[orig.index("-m") + 1] == "torchnce"
-    return os.path.basename(argv[0]) == "torchnce"
+    return os.path.basename(str(argv[0])) == "torchnce"
 
 
 def _quit(signum: int, frame: FrameType | None) -> None:

@@ -153,7 +153,8 @@ def _done(values: SampledValues, tries: int, rng: object) -> SampledValues | Non
 
 def uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
             rng: object) -> SampledValues | None:
-    """``uniform_values`` of ``torchnce._sampling.closed_form`` (contiguous int64 ``tc``)."""
+    """``uniform_values`` of ``torchnce._sampling.closed_form`` (int64 ``tc``, any strides)."""
+    tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
     if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
         return _op_values(_SAMPLE(0, tc, num_sampled, unique, range_max, 0.0, rng))
     call, out = _start(tc, num_sampled, unique, rng)
@@ -164,6 +165,7 @@ def uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
 def log_uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
                 log_range: float, rng: object) -> SampledValues | None:
     """``log_uniform_values``; ``log_range`` is ``math.log1p(range_max)``."""
+    tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
     if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
         return _op_values(_SAMPLE(1, tc, num_sampled, unique, range_max, log_range, rng))
     call, out = _start(tc, num_sampled, unique, rng)
@@ -176,6 +178,7 @@ def alias(threshold: torch.Tensor, alias_: torch.Tensor, probs: torch.Tensor,
           rng: object) -> SampledValues | None:
     """``FixedUnigramSampler``'s draw from its tables (contiguous CPU float64, int64 and
     float32 ``[n]``)."""
+    tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
     if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
         return _op_values(_SAMPLE_FIXED(tc, num_sampled, unique, rng, threshold, alias_, probs))
     call, out = _start(tc, num_sampled, unique, rng)
@@ -202,6 +205,7 @@ def learned(counts: torch.Tensor, base_cum: torch.Tensor, recent: torch.Tensor,
             bucket width (0: no guide), how many true classes to add (row-major), whether
             they join the recent classes.
     """
+    tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
     call, out = _start(tc, num_sampled, unique, rng)
     call.counts, call.base_cum, call.recent = (counts.data_ptr(), base_cum.data_ptr(),
                                                recent.data_ptr())
