@@ -65,3 +65,20 @@ def test_no_public_docstring_has_an_unfilled_argument_slot():
         for name in module.__all__:
             doc = getattr(module, name).__doc__ or ""
             assert not re.search(r"^\s*\w+: \{\w+\}\s*$", doc, re.M), name
+
+
+def test_the_site_renders_sphinx_roles_as_code() -> None:
+    """mkdocs_hooks.py (mkdocs.yml's hook): the docstrings' Sphinx roles, which mkdocstrings
+    leaves as text before the code, become the code alone; ``~`` keeps the last name."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", ROOT / "mkdocs_hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    html = ("see :func:<code>torchnce.nce_loss</code>, :class:<code>~torch.Generator</code>, "
+            ":meth:<code>KeyQueue.enqueue</code> and :math:<code>x^2</code>; time: 3 s")
+    assert hooks.strip_roles(html) == (
+        "see <code>torchnce.nce_loss</code>, <code>Generator</code>, "
+        "<code>KeyQueue.enqueue</code> and <code>x^2</code>; time: 3 s")
+    assert "mkdocs_hooks.py" in (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
