@@ -323,3 +323,26 @@ def test_broadcast_expected_counts(loss_fn: Any, shapes: tuple[tuple[int, ...], 
                               torch.rand(true_shape, generator=gen, dtype=torch.float64) + 0.1,
                               torch.rand(sampled_shape, generator=gen) + 0.1)
     compare(loss_fn, args, monkeypatch)
+
+
+def test_a_transposed_table_takes_the_native_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table whose rows are not unit-stride (the transpose of a [D, C] tensor) is copied once
+    by the operator, never refused: the pure path's numbers."""
+    args = problem(31, num_true=2, per_example=False, bias=True, shards=1)
+    args["weights"] = args["weights"].t().contiguous().t()
+    assert args["weights"].stride(1) != 1
+    compare(torchnce.nce_loss, args, monkeypatch)
+
+
+def test_a_refused_update_changes_nothing() -> None:
+    """sl_backward_update checks every table and accumulator before it scales the gradient
+    or touches a row."""
+    table, bias = torch.randn(6, 3), torch.randn(6)
+    before = (table.clone(), bias.clone())
+    g = torch.ones(1, 2)
+    with pytest.raises(ValueError, match=r"^state must be"):
+        native.backward_update(g, torch.ones(1), 1, torch.ones(1, 3), torch.ones(2, 3),
+                               torch.tensor([1, 2]), 1, 0, True, table, bias,
+                               torch.zeros(6, 3), torch.zeros(5), "adagrad", 0.1, 1e-10)
+    assert torch.equal(table, before[0]) and torch.equal(bias, before[1])
+    assert torch.equal(g, torch.ones(1, 2))

@@ -113,15 +113,18 @@ const float* strided(const optional<Tensor>& t, Tensor& keep, int64_t rows, int6
 }
 
 std::tuple<Tensor, Tensor, Tensor> sl_forward(
-    const Tensor& inputs, const Tensor& weight, const optional<Tensor>& bias,
+    const Tensor& inputs, const Tensor& weight_in, const optional<Tensor>& bias,
     const optional<Tensor>& ids, const optional<Tensor>& b_ids, const optional<Tensor>& log_q_true,
     const optional<Tensor>& log_q_sampled, const optional<Tensor>& hits,
     const optional<Tensor>& label_mask, int64_t t, int64_t width, bool softmax, bool take_log) {
   need_float(inputs, "inputs", 2);
-  need_float(weight, "weight", 2);
-  TORCH_CHECK_VALUE(weight.size(1) == inputs.size(1) && weight.stride(1) == 1,
-                    "weight must be [C, ", inputs.size(1), "] with unit column stride");
+  need_float(weight_in, "weight", 2);
+  TORCH_CHECK_VALUE(weight_in.size(1) == inputs.size(1), "weight must be [C, ", inputs.size(1),
+                    "], got ", weight_in.sizes());
   TORCH_CHECK_VALUE(t >= 1, "num_true must be >= 1, got ", t);
+  // the gather reads rows with unit column stride (any row stride): a transposed table is
+  // copied once
+  const Tensor weight = weight_in.stride(1) == 1 ? weight_in : weight_in.contiguous();
   const Tensor x = inputs.contiguous();
   const int64_t batch = x.size(0), dim = x.size(1);
   Tensor b_table;
@@ -293,28 +296,33 @@ std::tuple<Tensor, Tensor, Tensor> sl_backward(
 
 constexpr int64_t kSgd = 0, kAdagrad = 1, kRowwise = 2;
 
-void update_impl(int64_t kind, Tensor& table, const Tensor& ids, const Tensor& grads_in,
-                 const optional<Tensor>& state, double lr, double eps) {
+// The checks of a row update of `table` with its accumulator `state` (before anything
+// changes).
+void check_update(int64_t kind, const Tensor& table, const optional<Tensor>& state) {
   TORCH_CHECK_VALUE(kind >= kSgd && kind <= kRowwise, "kind must be 0, 1 or 2, got ", kind);
   TORCH_CHECK_VALUE(table.device().is_cpu() && table.scalar_type() == at::kFloat &&
                         (table.dim() == 1 || table.dim() == 2) &&
                         table.stride(table.dim() - 1) == 1,
                     "table must be a float32 CPU tensor of 1 or 2 dimensions with unit "
                     "column stride");
-  need_ids(ids, table.size(0));
-  const int64_t n = ids.numel(), dim = table.dim() == 2 ? table.size(1) : 1;
-  const Tensor grads = grads_in.contiguous();
-  TORCH_CHECK_VALUE(grads.scalar_type() == at::kFloat && grads.numel() == n * dim,
-                    "grads must be float32 with one row per id");
-  float* st = nullptr;
-  if (kind != kSgd) {
+  const int64_t dim = table.dim() == 2 ? table.size(1) : 1;
+  if (kind != kSgd)
     TORCH_CHECK_VALUE(state.has_value() && state->scalar_type() == at::kFloat &&
                           state->is_contiguous() &&
                           state->numel() == (kind == kAdagrad ? table.size(0) * dim
                                                               : table.size(0)),
                       "state must be a contiguous float32 accumulator for the table");
-    st = state->data_ptr<float>();
-  }
+}
+
+void update_impl(int64_t kind, Tensor& table, const Tensor& ids, const Tensor& grads_in,
+                 const optional<Tensor>& state, double lr, double eps) {
+  check_update(kind, table, state);
+  need_ids(ids, table.size(0));
+  const int64_t n = ids.numel(), dim = table.dim() == 2 ? table.size(1) : 1;
+  const Tensor grads = grads_in.contiguous();
+  TORCH_CHECK_VALUE(grads.scalar_type() == at::kFloat && grads.numel() == n * dim,
+                    "grads must be float32 with one row per id");
+  float* st = kind != kSgd ? state->data_ptr<float>() : nullptr;
   const int64_t ld = table.dim() == 2 ? table.stride(0) : 1;
   float* tp = table.data_ptr<float>();
   const int64_t* id = ids.data_ptr<int64_t>();
@@ -358,12 +366,15 @@ Tensor sl_backward_update(Tensor dlogits, const Tensor& grad_loss, int64_t divis
                           const optional<Tensor>& bias, const optional<Tensor>& weight_state,
                           const optional<Tensor>& bias_state, int64_t kind, double lr,
                           double eps) {
+  // every check before anything changes
   TORCH_CHECK_VALUE(ids.numel() == rows.size(0), "ids must have one id per row");
-  need_ids(ids, weight.size(0));  // before anything changes
+  need_ids(ids, weight.size(0));
+  check_update(kind, weight, weight_state);
   if (bias.has_value()) {
     need_float(*bias, "bias", 1);
     TORCH_CHECK_VALUE(bias->is_contiguous() && bias->size(0) == weight.size(0),
                       "bias must be contiguous with one value per row of weight");
+    check_update(kind, *bias, bias_state);
   }
   auto [g, grad_x, grad_rows, grad_bias] = backward_impl(
       dlogits, grad_loss, divisor, true, x, rows, t, width, need_x, true, bias.has_value());
