@@ -242,6 +242,26 @@ def test_a_sampler_core_takes_a_view_of_the_labels(kind, stream):
         torch.testing.assert_close(other, states[0], rtol=0, atol=0)
 
 
+@native
+@kinds
+@uniques
+def test_the_python_module_and_the_ctypes_call_draw_alike(kind, unique, monkeypatch):
+    """A draw with a generator goes through the pybind11 module (pysamplers.cpp) where it
+    built, else through ctypes: the same candidates, counts and generator state either way."""
+    if not native_samplers.load_samplers():
+        pytest.skip("the samplers' module did not build")
+    tc = labels(1000, 30, 2, seed=5)
+    results = []
+    for module in (None, False):  # None: the module (loaded on demand); False: ctypes
+        monkeypatch.setattr(native_samplers, "_FAST", module)
+        call = sampler_call(kind, 1000)
+        results.append(run(True, lambda call=call, **kw: call(tc, 12, unique, **kw),
+                           "generator", 4))
+    (a, after_a), (b, after_b) = results
+    assert_same(a, b)
+    assert torch.equal(after_a, after_b)
+
+
 def test_an_empty_batch():
     out = torchnce.learned_unigram_candidate_sampler(
         torch.zeros(0, 2, dtype=torch.int64), 2, 3, True, 5,

@@ -7,10 +7,13 @@ so a home directory shared by other machines builds its own copy.
 
 * the kernels (plain C++, no torch headers; 3.5 s on the project's machine), called through
   ctypes: word2vec, the samplers, the corpus reader;
-* the operators (``ops.cpp`` with ``sampled.cpp`` and ``samplers.cpp``, against the installed
-  torch's headers and libraries; about 10 s), loaded with ``torch.ops.load_library``: the
-  fused sampled-loss step, the row update and the samplers' draws from a generator, one
-  dispatcher call each. The torch version is part of its key.
+* the operators (``ops.cpp`` with ``sampled.cpp``, against the installed torch's headers and
+  libraries; about 15 s), loaded with ``torch.ops.load_library``: the fused sampled-loss step,
+  the RowUpdate node and the row update, one dispatcher call each. The torch version is part
+  of its key.
+* the samplers' Python module (``pysamplers.cpp`` with ``samplers.cpp``, pybind11 through
+  torch's headers and Python's; about 20 s), imported from the cache: the draws with a
+  generator, one call each. Python's version is part of its key too.
 
 Later imports load the cached libraries. A build writes to a temporary file and renames it,
 so that concurrent first uses (forked workers, parallel test runs) never load a half-written
@@ -25,6 +28,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,11 +37,13 @@ from typing import Any, NamedTuple
 SOURCES = tuple(Path(__file__).with_name(name)
                 for name in ("word2vec.cpp", "sampling.cpp", "corpus.cpp", "samplers.cpp"))
 HEADERS = tuple(Path(__file__).with_name(name) for name in ("xoshiro.h", "sampler_call.h"))
-OPS_SOURCES = tuple(Path(__file__).with_name(name)
-                    for name in ("ops.cpp", "sampled.cpp", "samplers.cpp"))
+OPS_SOURCES = tuple(Path(__file__).with_name(name) for name in ("ops.cpp", "sampled.cpp"))
+SAMPLER_SOURCES = tuple(Path(__file__).with_name(name)
+                        for name in ("pysamplers.cpp", "samplers.cpp"))
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 _LIBRARY = "libtorchnce_native.so"
 _OPS_LIBRARY = "libtorchnce_ops.so"
+_SAMPLERS_MODULE = "_torchnce_samplers"
 
 
 class NativeStatus(NamedTuple):
@@ -156,8 +162,9 @@ def kernel(name: str, argtypes: list[Any], restype: Any = ctypes.c_int) -> Any:
 def load_ops() -> NativeStatus:
     """Build (on first use) and load the operators ``torch.ops.torchnce_cpu.*``; warns once
     when that is impossible or fails (the pure-PyTorch path then runs)."""
-    if os.environ.get("TORCHNCE_NATIVE", "1").strip() == "0":
-        return NativeStatus(False, "disabled by TORCHNCE_NATIVE=0")
+    library, status = load()
+    if library is None:  # the kernels' build said why (one warning for both)
+        return status
     compiler = _compiler()
     try:
         if compiler is None:
@@ -174,6 +181,40 @@ def load_ops() -> NativeStatus:
                       "sampled losses", RuntimeWarning, stacklevel=3)
         return status
     return NativeStatus(True, f"built with {Path(compiler).name} {' '.join(FLAGS[:2])}")
+
+
+@functools.lru_cache(maxsize=1)
+def load_samplers() -> Any:
+    """Build (on first use) and import the samplers' module ``_torchnce_samplers``, or None
+    where that is impossible (the samplers then make ``ctypes`` calls; one warning says why)."""
+    if load()[0] is None:  # off, or the kernels' build said why (one warning for all)
+        return None
+    compiler = _compiler()
+    try:
+        if compiler is None:
+            raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+        import importlib.machinery
+        import importlib.util
+        import sysconfig
+
+        flags, torch_key = _torch_flags()
+        include = sysconfig.get_paths()["include"]
+        flags += [f"-I{include}", "-ltorch_python", "-fvisibility=hidden"]
+        path = _build(compiler, SAMPLER_SOURCES, flags, _SAMPLERS_MODULE + ".so",
+                      f"{torch_key} {include} {sys.version}")
+        loader = importlib.machinery.ExtensionFileLoader(_SAMPLERS_MODULE, str(path))
+        spec = importlib.util.spec_from_file_location(_SAMPLERS_MODULE, str(path),
+                                                      loader=loader)
+        if spec is None:
+            raise RuntimeError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        loader.exec_module(module)
+    except (OSError, ImportError, RuntimeError, subprocess.SubprocessError) as err:
+        warnings.warn(f"torchnce: the samplers' native module could not be built: {err}; "
+                      "the samplers call the kernels through ctypes", RuntimeWarning,
+                      stacklevel=3)
+        return None
+    return module
 
 
 def native_available() -> NativeStatus:

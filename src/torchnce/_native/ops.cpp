@@ -16,9 +16,6 @@
 //   row_update(kind, table!, ids, grads, state!?, lr, eps) -> ()
 //   update_loss(inputs, weight, bias?, ids, counts?, ..., reduction, states?, kind, lr, eps)
 //       -> the reduced loss, an autograd node whose backward updates the rows (UpdateLoss)
-//   sample(kind, true_classes, num_sampled, unique, range, log_range, generator?),
-//   sample_fixed(true_classes, num_sampled, unique, generator?, threshold, alias, probs)
-//       -> (candidates, true counts, sampled counts, tries)
 //
 // width = T + S for per-example candidates (rows [B, T+S, D] flattened), 0 for shared ones
 // (rows [B*T + S, D], the true rows first). g = dlogits * grad_loss / divisor per row
@@ -29,13 +26,9 @@
 // raises ValueError naming it); Python checks them first with the same messages.
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/DistributionsHelper.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
-
-#include "sampler_call.h"
 
 #include <algorithm>
 #include <limits>
@@ -386,80 +379,6 @@ Tensor sl_backward_update(Tensor dlogits, const Tensor& grad_loss, int64_t divis
   return grad_x;
 }
 
-// One int64 from `generator` (torch's default CPU one when None), the value
-// seed.random_(INT64_MIN, INT64_MAX, generator) gives (the Python path's seed): torch's own
-// uniform_int_from_to_distribution over that range, under the generator's lock.
-int64_t draw_seed(const optional<at::Generator>& generator) {
-  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
-      generator, at::detail::getDefaultCPUGenerator());
-  const uint64_t range = static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) -
-                         static_cast<uint64_t>(std::numeric_limits<int64_t>::min());
-  std::lock_guard<std::mutex> lock(gen->mutex_);
-  return at::uniform_int_from_to_distribution<int64_t>(range,
-                                                       std::numeric_limits<int64_t>::min())(gen);
-}
-
-// A draw for validated arguments, seeded by one int64 from `generator` exactly as
-// samplers.py seeds its ctypes call: (candidates, true counts, sampled counts, tries); tries
-// < 0 where a unique draw gave up.
-std::tuple<Tensor, Tensor, Tensor, int64_t> draw(int64_t kind, const Tensor& true_classes,
-                                                 int64_t num_sampled, bool unique, int64_t range,
-                                                 double log_range,
-                                                 const optional<at::Generator>& generator,
-                                                 TorchnceSamplerCall& call) {
-  TORCH_CHECK_VALUE(true_classes.device().is_cpu() && true_classes.scalar_type() == at::kLong &&
-                        true_classes.dim() == 2 && true_classes.is_contiguous(),
-                    "true_classes must be a contiguous [B, T] int64 CPU tensor");
-  TORCH_CHECK_VALUE(num_sampled >= 0 && range > 0, "num_sampled and range must be valid");
-  const auto f32 = true_classes.options().dtype(at::kFloat);
-  const int64_t seed = draw_seed(generator);
-  Tensor candidates = at::empty({num_sampled}, true_classes.options());
-  Tensor true_count = at::empty({true_classes.size(0), true_classes.size(1)}, f32);
-  Tensor sampled_count = at::empty({num_sampled}, f32);
-  call.true_classes = true_classes.data_ptr<int64_t>();
-  call.num_true_ids = true_classes.numel();
-  call.num_sampled = num_sampled;
-  call.unique = unique ? 1 : 0;
-  call.fresh = &seed;
-  call.candidates = candidates.data_ptr<int64_t>();
-  call.true_count = true_count.data_ptr<float>();
-  call.sampled_count = sampled_count.data_ptr<float>();
-  call.range = range;
-  call.log_range = log_range;
-  const int64_t tries = kind == 0   ? torchnce_uniform_sample(&call)
-                        : kind == 1 ? torchnce_log_uniform_sample(&call)
-                                    : torchnce_alias_sample(&call);
-  return {candidates, true_count, sampled_count, tries};
-}
-
-// The uniform (kind 0) or log-uniform (1) sampler's draw.
-std::tuple<Tensor, Tensor, Tensor, int64_t> sample(int64_t kind, const Tensor& true_classes,
-                                                   int64_t num_sampled, bool unique,
-                                                   int64_t range, double log_range,
-                                                   optional<at::Generator> generator) {
-  TORCH_CHECK_VALUE(kind == 0 || kind == 1, "kind must be 0 or 1, got ", kind);
-  TorchnceSamplerCall call{};
-  return draw(kind, true_classes, num_sampled, unique, range, log_range, generator, call);
-}
-
-// The fixed-unigram sampler's draw from its alias tables.
-std::tuple<Tensor, Tensor, Tensor, int64_t> sample_fixed(
-    const Tensor& true_classes, int64_t num_sampled, bool unique,
-    optional<at::Generator> generator, const Tensor& threshold, const Tensor& alias,
-    const Tensor& probs) {
-  const int64_t range = probs.numel();
-  TORCH_CHECK_VALUE(threshold.scalar_type() == at::kDouble && alias.scalar_type() == at::kLong &&
-                        probs.scalar_type() == at::kFloat && threshold.is_contiguous() &&
-                        alias.is_contiguous() && probs.is_contiguous() &&
-                        threshold.numel() == range && alias.numel() == range && range > 0,
-                    "threshold, alias and probs must be the fixed sampler's tables");
-  TorchnceSamplerCall call{};
-  call.threshold = threshold.data_ptr<double>();
-  call.alias = alias.data_ptr<int64_t>();
-  call.probs = probs.data_ptr<float>();
-  return draw(2, true_classes, num_sampled, unique, range, 0.0, generator, call);
-}
-
 // The whole step of an output layer with a RowUpdate, as one autograd node in C++: forward as
 // sl_forward (the logs of the counts taken) and the module's reduction (0 none, 1 mean,
 // 2 sum); backward as sl_backward_update, at most once per graph. `params` are the layer's
@@ -559,11 +478,6 @@ TORCH_LIBRARY(torchnce_cpu, m) {
         "Tensor? count_true, Tensor? count_sampled, Tensor? hits, Tensor? label_mask, "
         "int num_true, int width, bool softmax, int reduction, Tensor? weight_state, "
         "Tensor? bias_state, int kind, float lr, float eps, Tensor[] params) -> Tensor");
-  m.def("sample(int kind, Tensor true_classes, int num_sampled, bool unique, int range, "
-        "float log_range, Generator? generator) -> (Tensor, Tensor, Tensor, int)");
-  m.def("sample_fixed(Tensor true_classes, int num_sampled, bool unique, "
-        "Generator? generator, Tensor threshold, Tensor alias, Tensor probs) "
-        "-> (Tensor, Tensor, Tensor, int)");
 }
 
 TORCH_LIBRARY_IMPL(torchnce_cpu, Autograd, m) { m.impl("update_loss", update_loss); }
@@ -573,6 +487,4 @@ TORCH_LIBRARY_IMPL(torchnce_cpu, CPU, m) {
   m.impl("sl_backward", sl_backward);
   m.impl("sl_backward_update", sl_backward_update);
   m.impl("row_update", row_update);
-  m.impl("sample", sample);
-  m.impl("sample_fixed", sample_fixed);
 }

@@ -1,5 +1,5 @@
 // The argument block of the sampler kernels (samplers.cpp): samplers.py fills it through a
-// ctypes Structure (_Call, field for field) and ops.cpp from the operator's arguments.
+// ctypes Structure (_Call, field for field), pysamplers.cpp from its functions' arguments.
 #pragma once
 
 #include <cstdint>
@@ -40,5 +40,7 @@ struct TorchnceSamplerCall {
 int64_t torchnce_uniform_sample(const TorchnceSamplerCall* c);
 int64_t torchnce_log_uniform_sample(const TorchnceSamplerCall* c);
 int64_t torchnce_alias_sample(const TorchnceSamplerCall* c);
+int64_t torchnce_learned_sample(const TorchnceSamplerCall* c);
+int torchnce_ids_in_range(const TorchnceSamplerCall* c);
 
 }  // extern "C"

@@ -7,13 +7,12 @@ a ``torch.Generator``, None (torch's default CPU generator) or a seed stream (an
 integer ``key`` and ``offset``, ``torchnce._sampling.draw.SeedStream``, whose offset moves past
 the ``num_tries`` values the call took).
 
-A call with a generator (or torch's default one) of the uniform, log-uniform and fixed
-samplers is one call of the operator ``torch.ops.torchnce_cpu.sample`` (ops.cpp, built with the
-other operators), which takes the seed, makes the outputs and runs the kernel in C++. The
-others (a seed stream, the learned sampler, or where the operators did not build) go through
-ctypes: the arguments in one ``Structure`` of this thread's (a ctypes call converts each
-argument, ~0.1 µs apiece), the outputs made by ``new_empty``, and a generator gives one
-random int64 per call (one ``random_``, as the operator takes it).
+A call with a generator (or torch's default one) is one call of the pybind11 module
+``_torchnce_samplers`` (pysamplers.cpp, build.py's ``load_samplers``), which takes the seed,
+makes the outputs and runs the kernel in C++. A seed stream (or where that module did not
+build) goes through ctypes: the arguments in one ``Structure`` of this thread's (a ctypes call
+converts each argument, ~0.1 µs apiece), the outputs made by ``new_empty``, and a generator
+gives one random int64 per call (one ``random_``, the value the module takes too).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from typing import Any, NamedTuple
 import torch
 
 from torchnce._common.types import SampledValues
-from torchnce._native.build import kernel, load, load_ops
+from torchnce._native.build import kernel, load, load_samplers
 
 TOO_MANY_TRIES = -2
 SEED_RANGE = (-(2**63), 2**63 - 1)  # a call's seed, as torchnce._sampling.draw draws it
@@ -93,8 +92,27 @@ def _call() -> _Call:
     return call
 
 
+_FAST: Any = None  # the module _torchnce_samplers (pysamplers.cpp) once loaded, else False
+_GENERATOR = torch.Generator
+
+
+def _module() -> Any:
+    """The samplers' pybind11 module (build.py's ``load_samplers``), False if it did not build."""
+    global _FAST
+    if _FAST is None:
+        _FAST = load_samplers() or False
+    return _FAST
+
+
+def _fast(values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+          ) -> SampledValues | None:
+    return None if values is None else SampledValues(*values)
+
+
 def ids_in_range(ids: torch.Tensor, upper: int) -> bool:
     """Whether every id of a contiguous int64 CPU tensor lies in ``[0, upper)``."""
+    if _FAST or _module():
+        return bool(_FAST.ids_in_range(ids, upper))
     call = getattr(_local, "call", None) or _call()
     call.true_classes, call.num_true_ids, call.range = ids.data_ptr(), ids.numel(), upper
     return bool((_kernels or _bound()).ids_in_range(call))
@@ -120,27 +138,6 @@ def _start(tc: torch.Tensor, num_sampled: int, unique: bool,
     return call, out
 
 
-_SAMPLE: Any = None  # the operator torchnce_cpu::sample once known to load, else False
-_SAMPLE_FIXED: Any = None  # torchnce_cpu::sample_fixed
-_GENERATOR = torch.Generator
-
-
-def _operator() -> Any:
-    """The operator ``torch.ops.torchnce_cpu.sample`` (ops.cpp), False if it did not build."""
-    global _SAMPLE, _SAMPLE_FIXED
-    if _SAMPLE is None:
-        ok = load_ops().available
-        _SAMPLE = torch.ops.torchnce_cpu.sample.default if ok else False
-        _SAMPLE_FIXED = torch.ops.torchnce_cpu.sample_fixed.default if ok else False
-    return _SAMPLE
-
-
-def _op_values(out: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
-               ) -> SampledValues | None:
-    candidates, true_count, sampled_count, tries = out
-    return None if tries < 0 else SampledValues(candidates, true_count, sampled_count)
-
-
 def _done(values: SampledValues, tries: int, rng: object) -> SampledValues | None:
     """The values (None where the unique draw gave up); a seed stream moves past the
     ``num_tries`` values the call took."""
@@ -155,8 +152,8 @@ def uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
             rng: object) -> SampledValues | None:
     """``uniform_values`` of ``torchnce._sampling.closed_form`` (int64 ``tc``, any strides)."""
     tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
-    if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
-        return _op_values(_SAMPLE(0, tc, num_sampled, unique, range_max, 0.0, rng))
+    if (rng is None or type(rng) is _GENERATOR) and (_FAST or _module()):
+        return _fast(_FAST.sample(0, tc, num_sampled, unique, range_max, 0.0, rng))
     call, out = _start(tc, num_sampled, unique, rng)
     call.range = range_max
     return _done(out, (_kernels or _bound()).uniform(call), rng)
@@ -166,8 +163,8 @@ def log_uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int
                 log_range: float, rng: object) -> SampledValues | None:
     """``log_uniform_values``; ``log_range`` is ``math.log1p(range_max)``."""
     tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
-    if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
-        return _op_values(_SAMPLE(1, tc, num_sampled, unique, range_max, log_range, rng))
+    if (rng is None or type(rng) is _GENERATOR) and (_FAST or _module()):
+        return _fast(_FAST.sample(1, tc, num_sampled, unique, range_max, log_range, rng))
     call, out = _start(tc, num_sampled, unique, rng)
     call.range, call.log_range = range_max, log_range
     return _done(out, (_kernels or _bound()).log_uniform(call), rng)
@@ -179,8 +176,8 @@ def alias(threshold: torch.Tensor, alias_: torch.Tensor, probs: torch.Tensor,
     """``FixedUnigramSampler``'s draw from its tables (contiguous CPU float64, int64 and
     float32 ``[n]``)."""
     tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
-    if (rng is None or type(rng) is _GENERATOR) and (_SAMPLE or _operator()):
-        return _op_values(_SAMPLE_FIXED(tc, num_sampled, unique, rng, threshold, alias_, probs))
+    if (rng is None or type(rng) is _GENERATOR) and (_FAST or _module()):
+        return _fast(_FAST.sample_fixed(tc, num_sampled, unique, rng, threshold, alias_, probs))
     call, out = _start(tc, num_sampled, unique, rng)
     call.threshold, call.alias, call.probs = (threshold.data_ptr(), alias_.data_ptr(),
                                               probs.data_ptr())
@@ -206,6 +203,9 @@ def learned(counts: torch.Tensor, base_cum: torch.Tensor, recent: torch.Tensor,
             they join the recent classes.
     """
     tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
+    if (rng is None or type(rng) is _GENERATOR) and (_FAST or _module()):
+        return _fast(_FAST.sample_learned(tc, num_sampled, unique, rng, counts, base_cum, recent,
+                                          total_dev, guide, *state))
     call, out = _start(tc, num_sampled, unique, rng)
     call.counts, call.base_cum, call.recent = (counts.data_ptr(), base_cum.data_ptr(),
                                                recent.data_ptr())
