@@ -204,8 +204,9 @@ def learned(counts: torch.Tensor, base_cum: torch.Tensor, recent: torch.Tensor,
     """
     tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
     if (rng is None or type(rng) is _GENERATOR) and (_FAST or _module()):
-        return _fast(_FAST.sample_learned(tc, num_sampled, unique, rng, counts, base_cum, recent,
-                                          total_dev, guide, *state))
+        out = _FAST.sample_learned(tc, num_sampled, unique, rng, counts, base_cum, recent,
+                                   total_dev, guide, *state)
+        return None if out is None else SampledValues(*out)
     call, out = _start(tc, num_sampled, unique, rng)
     call.counts, call.base_cum, call.recent = (counts.data_ptr(), base_cum.data_ptr(),
                                                recent.data_ptr())
