@@ -115,6 +115,26 @@ def test_ctrl_c_while_loading_the_corpus_is_one_line(corpus, tmp_path, monkeypat
     assert not (tmp_path / "out").exists()
 
 
+def interrupted_run(args: list[str], delay: float, after_line: str | None = None) -> str:
+    """``python -m torchnce word2vec *args`` sent a real SIGINT ``delay`` seconds after it
+    starts (or after it prints a line starting with ``after_line``); asserts exit 130 and one
+    line on stderr, which it returns."""
+    process = subprocess.Popen([sys.executable, "-m", "torchnce", "word2vec", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if after_line is not None:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(after_line)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    return stderr
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.03, 0.06, 0.1, 0.3])
 def test_a_real_ctrl_c_after_the_corpus_line_is_never_lost(corpus, tmp_path, delay):
     """SIGINT at a delay after the corpus line (the trainer builds its tables and forks its
@@ -125,21 +145,9 @@ def test_a_real_ctrl_c_after_the_corpus_line_is_never_lost(corpus, tmp_path, del
     within the 0.3 s (4 of 20 tries, 2026-12-02; the code of the previous stop too), which
     ends the run with exit 1 before the signal."""
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "torchnce", "word2vec", "--no-progress", "--corpus", str(corpus),
-         "--epochs", "100000", "--dim", "8", "--threads", "2", "--lr", "0.002",
-         "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    assert process.stdout.readline().startswith("corpus ")
-    time.sleep(delay)
-    process.send_signal(signal.SIGINT)
-    try:
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
-    assert len(stderr.strip().splitlines()) == 1, stderr
+    stderr = interrupted_run(
+        ["--no-progress", "--corpus", str(corpus), "--epochs", "100000", "--dim", "8",
+         "--threads", "2", "--lr", "0.002", "--out", str(out)], delay, after_line="corpus ")
     if "nothing was written" in stderr:
         assert files(out) == []
     else:
@@ -152,17 +160,7 @@ def test_a_real_ctrl_c_while_the_command_starts_is_one_line(tmp_path, delay):
     """SIGINT while ``python -m torchnce`` imports the package and torch (before its main runs):
     exit 130 and one line, no traceback, nothing written."""
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "torchnce", "word2vec", "--epochs", "1", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay)
-    process.send_signal(signal.SIGINT)
-    try:
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
-    assert len(stderr.strip().splitlines()) == 1, stderr
+    stderr = interrupted_run(["--epochs", "1", "--out", str(out)], delay)
     assert "interrupted" in stderr and "nothing was written" in stderr
     assert not out.exists()
 

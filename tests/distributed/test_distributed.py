@@ -50,15 +50,17 @@ DEADLINE = 45.0  # seconds for one spawned group, start-up included
 LR = 0.5
 
 
-def _launch(worker: Callable[..., None], world: int, tmp: Path, *args: Any) -> list[str]:
+def _launch(worker: Callable[..., None], world: int, tmp: Path, *args: Any,
+            limit_s: float = DEADLINE) -> list[str]:
     """Run ``worker(rank, world, tmp, *args)`` on ``world`` spawned gloo ranks; each rank's
-    report (``ok`` or a traceback); ranks alive after the deadline are killed."""
+    report (``ok`` or a traceback); ranks alive after ``limit_s`` seconds are killed. (The
+    other distributed test files launch their groups with it too.)"""
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_entry, args=(worker, rank, world, str(tmp), args), daemon=True)
              for rank in range(world)]
     for proc in procs:
         proc.start()
-    deadline = time.monotonic() + DEADLINE
+    deadline = time.monotonic() + limit_s
     try:
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))

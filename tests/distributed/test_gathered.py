@@ -11,20 +11,17 @@ once so its peers fail fast, and the parent kills whatever outlives the deadline
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
 import tempfile
 import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from test_distributed import _launch
 
 import torchnce
 from torchnce.distributed import CollectiveError, GatheredNegatives
@@ -47,45 +44,6 @@ MIXED_CASES = [
     ({"ids": True}, "sum"),
     ({"hard": 3, "weight": True, "mask": True, "clip": True, "ids": True}, "none"),
 ]
-
-
-def _launch(worker: Callable[..., None], world: int, tmp: Path, *args: Any) -> list[str]:
-    """Run ``worker(rank, world, tmp, *args)`` on ``world`` spawned gloo ranks; each rank's
-    report (``ok`` or a traceback); ranks alive after the deadline are killed."""
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_entry, args=(worker, rank, world, str(tmp), args), daemon=True)
-             for rank in range(world)]
-    for proc in procs:
-        proc.start()
-    deadline = time.monotonic() + DEADLINE
-    try:
-        for proc in procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-            proc.join()
-    return [_report(tmp, rank, proc.exitcode) for rank, proc in enumerate(procs)]
-
-
-def _report(tmp: Path, rank: int, code: int | None) -> str:
-    path = tmp / f"rank{rank}.out"
-    return path.read_text() if path.exists() else f"no report (exit code {code})"
-
-
-def _entry(worker: Callable[..., None], rank: int, world: int, tmp: str, args: Any) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=30))
-    out = Path(tmp) / f"rank{rank}.out"
-    try:
-        worker(rank, world, Path(tmp), *args)
-    except BaseException:
-        out.write_text(traceback.format_exc())
-        os._exit(1)  # peers blocked in a collective fail at once instead of at the timeout
-    out.write_text("ok")
-    dist.destroy_process_group()
 
 
 def _problem(world: int, seed: int) -> dict[str, torch.Tensor]:
@@ -233,7 +191,7 @@ def _worker_checks(rank: int, world: int, tmp: Path) -> None:
 @pytest.mark.parametrize("world", [2, 3])
 def test_gathered_losses_and_gradients_equal_the_global_batch(world: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        reports = _launch(_worker_checks, world, Path(tmp))
+        reports = _launch(_worker_checks, world, Path(tmp), limit_s=DEADLINE)
     assert reports == ["ok"] * world, "\n".join(reports)
 
 
@@ -262,7 +220,7 @@ def _worker_peer_lost(rank: int, world: int, tmp: Path, how: str) -> None:
 def test_lost_rank_fails_the_others_with_collective_error(how: str) -> None:
     world = 3 if how == "dies" else 2
     with tempfile.TemporaryDirectory() as tmp:
-        reports = _launch(_worker_peer_lost, world, Path(tmp), how)
+        reports = _launch(_worker_peer_lost, world, Path(tmp), how, limit_s=DEADLINE)
     assert reports[:-1] == ["ok"] * (world - 1), "\n".join(reports)
 
 
