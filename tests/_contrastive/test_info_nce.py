@@ -548,14 +548,18 @@ def test_symmetric_with_log_q():
 def test_normalize_zero_row_low_precision(dtype, negatives):
     # F.normalize's eps 1e-12 is 0 in float16: an all-zero row became 0/0 = NaN. Rows are
     # normalised in float32 (a zero row stays zero, cosine similarity 0), as in float32.
-    q = torch.randn(B, D).to(dtype).index_fill_(0, torch.tensor([1]), 0.0)
-    k = torch.randn(B, D).to(dtype)
-    extra = {"negative_keys": torch.randn(M, D).to(dtype)} if negatives else {}
+    gen = torch.Generator().manual_seed(11)  # (unseeded, 11 of 300 draws failed for bf16)
+    q = torch.randn(B, D, generator=gen).to(dtype).index_fill_(0, torch.tensor([1]), 0.0)
+    k = torch.randn(B, D, generator=gen).to(dtype)
+    extra = {"negative_keys": torch.randn(M, D, generator=gen).to(dtype)} if negatives else {}
     got = torchnce.info_nce_loss(q, k, reduction="none", **extra)
     want = torchnce.info_nce_loss(q.float(), k.float(), reduction="none",
                                   **{n: t.float() for n, t in extra.items()})
     assert torch.isfinite(got).all()
-    torch.testing.assert_close(got, want.to(dtype), rtol=1e-2, atol=2e-2)  # 8-bit bf16 rows
+    # the logits (|z| up to 1/τ = 10) carry bfloat16's 2⁻⁹ relative rounding, ~0.02 each, so
+    # a bf16 loss may be 0.06 off the float32 one; float16 has 3 more bits
+    atol = 1e-1 if dtype == torch.bfloat16 else 2e-2
+    torch.testing.assert_close(got, want.to(dtype), rtol=1e-2, atol=atol)
 
 
 def test_normalize_zero_row_mixed_negatives_float16():
