@@ -104,6 +104,14 @@ def _module() -> Any:
     return _FAST
 
 
+def module_for(rng: object) -> Any:
+    """The samplers' module where it takes a draw from ``rng`` (a generator or None), else
+    None (a seed stream, or the module did not build)."""
+    if (rng is None or type(rng) is _GENERATOR) and (_FAST or _module()):
+        return _FAST
+    return None
+
+
 def _fast(values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
           ) -> SampledValues | None:
     return None if values is None else SampledValues(*values)
