@@ -47,7 +47,7 @@ int torchnce_sl_forward(const float* x, int64_t batch, int64_t dim, const float*
                         float* dlogits, float* loss);
 int torchnce_sl_backward(const float* x, int64_t batch, int64_t dim, const float* rows,
                          int64_t t, int64_t s, int per_example, const float* g, float* grad_x,
-                         float* grad_rows, float* grad_bias, float* sampled_sums);
+                         float* grad_rows, float* grad_bias);
 int torchnce_row_update(int kind, float* table, int64_t ld, int64_t num_rows, int64_t dim,
                         const int64_t* ids, int64_t n, const float* grads, float* state,
                         float lr, float eps, int64_t* group, int64_t* slots, int64_t cap,
@@ -273,7 +273,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_impl(
                            per_example ? 1 : 0, gp + b0 * w,
                            gx == nullptr ? nullptr : gx + b0 * dim,
                            gr == nullptr ? nullptr : gr + b0 * own * dim,
-                           gb == nullptr ? nullptr : gb + b0 * own, nullptr);
+                           gb == nullptr ? nullptr : gb + b0 * own);
     });
   }
   return {g, grad_x, grad_rows, grad_bias};

@@ -280,13 +280,14 @@ int torchnce_sl_forward(const float* x, int64_t batch, int64_t dim, const float*
 
 // g [B, T + S] = dL/dlogits already scaled by the loss's incoming gradient. Shared: adds the
 // true rows' part to grad_x (which holds g_s·W_s, or zeros), writes the true rows' gradients
-// g_bt x_b into grad_rows[:B*T], the true bias rows' gradients g_bt into grad_bias[:B*T] and
-// the column sums of g_s into sampled_sums [S] (null: none). Per-example: grad_x[b] = sum_j
-// g_bj rows_bj (overwritten), grad_rows[b, j] = g_bj x_b, grad_bias = g. grad_x or grad_rows
-// may be null (not needed). Every pointer but sampled_sums is per row.
+// g_bt x_b into grad_rows[:B*T] and the true bias rows' gradients g_bt into grad_bias[:B*T]
+// (the sampled rows' parts are the caller's products and column sums). Per-example:
+// grad_x[b] = sum_j g_bj rows_bj (overwritten), grad_rows[b, j] = g_bj x_b, grad_bias = g.
+// Any output may be null (not needed). Every pointer is per row, so a caller may pass a
+// range of the batch's rows (ops.cpp splits the batch over threads).
 int torchnce_sl_backward(const float* x, int64_t batch, int64_t dim, const float* rows,
                          int64_t t, int64_t s, int per_example, const float* g, float* grad_x,
-                         float* grad_rows, float* grad_bias, float* sampled_sums) {
+                         float* grad_rows, float* grad_bias) {
   const int64_t w = t + s;
   const int64_t own = per_example ? w : t;  // rows of each example handled here
   for (int64_t b = 0; b < batch; ++b) {
@@ -304,12 +305,6 @@ int torchnce_sl_backward(const float* x, int64_t batch, int64_t dim, const float
       }
     if (grad_bias != nullptr)
       for (int64_t j = 0; j < own; ++j) grad_bias[b * own + j] = g[b * w + j];
-  }
-  if (sampled_sums != nullptr && !per_example) {
-    float* sums = sampled_sums;
-    for (int64_t k = 0; k < s; ++k) sums[k] = 0.0F;
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t k = 0; k < s; ++k) sums[k] += g[b * w + t + k];
   }
   return 0;
 }

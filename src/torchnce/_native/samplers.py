@@ -197,7 +197,8 @@ def learned(counts: torch.Tensor, base_cum: torch.Tensor, recent: torch.Tensor,
             total_dev: torch.Tensor, guide: torch.Tensor,
             state: tuple[int, int, int, int, int, bool], tc: torch.Tensor, num_sampled: int,
             unique: bool, rng: object) -> SampledValues | None:
-    """``LearnedUnigramSampler``'s draw, then its update.
+    """``LearnedUnigramSampler``'s draw, then its update, through ctypes (the sampler calls
+    the samplers' module itself where :func:`module_for` gives one).
 
     Args:
         counts: int32 ``[C]``, updated in place; base_cum: int64 ``[C]``, the cumulative
@@ -211,10 +212,6 @@ def learned(counts: torch.Tensor, base_cum: torch.Tensor, recent: torch.Tensor,
             they join the recent classes.
     """
     tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
-    if (rng is None or type(rng) is _GENERATOR) and (_FAST or _module()):
-        out = _FAST.sample_learned(tc, num_sampled, unique, rng, counts, base_cum, recent,
-                                   total_dev, guide, *state)
-        return None if out is None else SampledValues(*out)
     call, out = _start(tc, num_sampled, unique, rng)
     call.counts, call.base_cum, call.recent = (counts.data_ptr(), base_cum.data_ptr(),
                                                recent.data_ptr())
