@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import subprocess
 import sys
 import threading
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -165,6 +167,8 @@ def test_the_learned_state_follows_the_pure_path_through_folds(unique):
     assert ours.total == pure.total == int(ours._total_dev)
     assert torch.equal(ours.get_extra_state()["recent"], pure.get_extra_state()["recent"])
     assert ours._base_total > 0  # the draws went through the guide of the folded counts
+    if native_samplers.load_samplers():  # most of the calls ran in the module's core
+        assert type(ours._core).__name__ == "LearnedCore"
 
 
 @native
@@ -174,16 +178,103 @@ def test_the_learned_total_stops_at_the_limit_on_both_paths():
         old, fast.ENABLED = fast.ENABLED, enabled
         try:
             sampler = torchnce.LearnedUnigramSampler(4)
+            g = torch.Generator().manual_seed(0)  # an empty first call: the core from here on
+            sampler.sample(torch.zeros(0, 1, dtype=torch.int64), 2, unique=False, generator=g)
             sampler.counts.fill_(1)
             sampler.counts[3] = 2**31 - 1 - 3 - 5  # W = 2^31 - 6: room for 5 more
             sampler._rebuild()
             sampler.sample(torch.tensor([[0], [1], [2], [0], [1], [2], [0]]), 2, unique=False,
-                           generator=torch.Generator().manual_seed(0))
+                           generator=g)
         finally:
             fast.ENABLED = old
         results.append((sampler.counts.tolist(), sampler.total, int(sampler._total_dev)))
     assert results[0] == results[1]
     assert results[0][1] == 2**31 - 1
+
+
+def learned_calls(sampler, seed, calls=6, num_sampled=40):
+    """The next ``calls`` draws of ``sampler`` from a generator seeded ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return [sampler.sample(labels(sampler.range_max, 50, 2, seed=i), num_sampled, unique=False,
+                           generator=g) for i in range(calls)]
+
+
+@native
+@pytest.mark.parametrize("how", ["deepcopy", "pickle", "state_dict", "share_memory", "to"])
+def test_a_copied_or_moved_learned_sampler_draws_what_the_original_does(how):
+    # The core (the module's LearnedCore) is not copied: a copy makes its own at its first
+    # native call, a reload or an in-place move binds the new buffers, and every one then
+    # draws what the original draws.
+    original = torchnce.LearnedUnigramSampler(300)
+    learned_calls(original, 1)
+    if how == "deepcopy":
+        copy = deepcopy(original)
+    elif how == "pickle":
+        copy = pickle.loads(pickle.dumps(original))
+    elif how == "state_dict":
+        copy = torchnce.LearnedUnigramSampler(300)
+        learned_calls(copy, 2)  # a live core, bound again by the load
+        copy.load_state_dict(original.state_dict())
+    elif how == "share_memory":
+        copy = deepcopy(original)
+        learned_calls(copy, 3, calls=0)
+        copy.share_memory()
+    else:
+        copy = deepcopy(original).to(torch.float64)  # the dtypes stay; the buffers are rebound
+    for a, b in zip(learned_calls(copy, 4), learned_calls(original, 4), strict=True):
+        assert_same(a, b)
+    assert torch.equal(copy.counts, original.counts) and copy.total == original.total
+    assert torch.equal(copy.get_extra_state()["recent"], original.get_extra_state()["recent"])
+
+
+@native
+def test_threads_sharing_a_learned_sampler_lose_no_update():
+    # Large draws run without the GIL, in the core or on the general path (the first call, a
+    # grown buffer, a fold every few calls); the core's lock orders the calls, so every batch
+    # is counted once, and the recent classes are the batches since the last fold, in order.
+    sampler = torchnce.LearnedUnigramSampler(1000)
+    sampler._fold_at = 40_000
+    batches = [labels(1000, 4096, 2, seed=i) for i in range(48)]
+    errors = []
+
+    def work(first):
+        try:
+            g = torch.Generator().manual_seed(first)
+            for tc in batches[first::4]:
+                sampler.sample(tc, 4096 if first % 2 else 500, unique=first % 2 == 0,
+                               generator=g)
+        except Exception as err:  # reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    everything = torch.cat([b.reshape(-1) for b in batches])
+    assert sampler.total == 1000 + everything.numel() == int(sampler._total_dev)
+    assert torch.equal(sampler.counts.long(), 1 + torch.bincount(everything, minlength=1000))
+    recent = sampler.get_extra_state()["recent"]
+    assert recent.numel() % 8192 == 0 and 0 < recent.numel() <= 40_000
+    last = {tuple(b.reshape(-1)[:8].tolist()): b.reshape(-1) for b in batches}
+    for chunk in recent.split(8192):  # each batch whole
+        assert torch.equal(chunk, last[tuple(chunk[:8].tolist())])
+
+
+@native
+def test_a_learned_core_that_gives_up_raises_the_pure_paths_error():
+    sampler = torchnce.LearnedUnigramSampler(5)
+
+    class GivesUp:
+        recent_len = 0
+
+        def sample(self, *args):
+            return None  # what the module's core returns where a unique draw gave up
+
+    sampler._core = GivesUp()
+    with pytest.raises(RuntimeError, match=r"^unique sampling needed more than 2147483647"):
+        sampler.sample(torch.tensor([[1]]), 2, generator=torch.Generator())
 
 
 @native

@@ -10,6 +10,7 @@ outgrows ``max(C, 2²⁰)``, an O(C) step every O(C) updates.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, cast, final
 
 import torch
@@ -31,7 +32,9 @@ from torchnce._sampling.draw import (
 )
 from torchnce._sampling.samplers import CandidateSampler
 from torchnce._sampling.tables import weight_bins
-from torchnce._sampling.unique import Draw, UniquePlan, unique_plan
+from torchnce._sampling.unique import Draw, UniquePlan, too_many_tries, unique_plan
+
+_GENERATOR = torch.Generator
 
 
 @final
@@ -57,6 +60,8 @@ class LearnedUnigramSampler(CandidateSampler):
     Note:
         Unlike TensorFlow, whose counts live inside a graph op and are lost on reload, the
         counts are checkpointable. A call rejected by validation leaves them unchanged.
+        Eager CPU calls from several threads on one sampler run one at a time (in some
+        order); elsewhere share a sampler between threads only with a lock of your own.
 
     Examples:
         >>> import torch, torchnce
@@ -84,17 +89,32 @@ class LearnedUnigramSampler(CandidateSampler):
         self.register_buffer("_one", torch.ones(1, dtype=torch.int32), persistent=False)
         # W on the device, kept in step with _total by kernels (no host-to-device copy per step)
         self.register_buffer("_total_dev", torch.zeros((), dtype=torch.int64), persistent=False)
-        self._recent_len = 0
+        # The number of recent classes lives in _core (_recent_len reads and writes it): a
+        # _Pending until the first native call, then the samplers' module's LearnedCore,
+        # which runs the calls that need no new buffer with no Python around them.
+        self._core: Any = _Pending()
         self._fold_at = max(self.range_max, 1 << 20)
         self._rebuild(fresh=True)
-        self.register_load_state_dict_post_hook(  # type: ignore[no-untyped-call]
-            lambda module, keys: module._rebuild()
-        )
+        self.register_load_state_dict_post_hook(_rebuild_after_load)  # type: ignore[no-untyped-call]
 
     @property
     def total(self) -> int:
         """``W``, the sum of the weights."""
         return self._total
+
+    @property
+    def _total(self) -> int:
+        """``W`` = ``C`` + the static counts' excess + the recent classes (always)."""
+        return self.range_max + self._base_total + self._recent_len
+
+    @property
+    def _recent_len(self) -> int:
+        """The number of recent classes (kept in ``_core``, which the native calls update)."""
+        return int(self._core.recent_len)
+
+    @_recent_len.setter
+    def _recent_len(self, value: int) -> None:
+        self._core.recent_len = value
 
     def probability(self, ids: torch.Tensor) -> torch.Tensor:
         return self._probability(check_ids(ids, self.range_max))
@@ -109,6 +129,12 @@ class LearnedUnigramSampler(CandidateSampler):
     def _sample(
         self, tc: torch.Tensor, num_sampled: int, unique: bool, gen: Rng | None
     ) -> SampledValues:
+        if fast.runs(tc) and (gen is None or type(gen) is _GENERATOR):
+            values = self._core.sample(tc, num_sampled, unique, gen)  # the common call, whole
+            if type(values) is SampledValues:
+                return values
+            if values is None:
+                raise too_many_tries()
         buffers = cast("dict[str, torch.Tensor]", self._buffers)  # (module reads cost 0.5 µs)
         counts = buffers["counts"]
         if type(counts) is torch.Tensor and counts.is_cpu and fast.runs(tc):  # both on CPU
@@ -124,18 +150,43 @@ class LearnedUnigramSampler(CandidateSampler):
         self, buffers: dict[str, torch.Tensor], tc: torch.Tensor, num_sampled: int, unique: bool,
         gen: Rng | None,
     ) -> SampledValues:
-        """``_sample`` in one native call: the draw, the expected counts and ``_update``
-        (the recent classes' buffer grown first, the fold after). The counts are written in
-        ``__dict__`` (``Module.__setattr__`` costs 1 µs, a tenth of a call)."""
-        state = self.__dict__
-        total, recent_len = state["_total"], state["_recent_len"]
+        """``_sample`` in one native call where ``_core`` declined it (a first call, a seed
+        stream, a call that grows the recent classes' buffer or folds; no pybind11 module),
+        holding the core's lock (which its own calls take), so that calls from several threads
+        run one at a time. The first call with the samplers' module makes the core."""
+        core = self._core
+        core.acquire()
+        try:
+            if self._core is not core:  # replaced while this thread waited: lock the new one
+                return self._sample_native(buffers, tc, num_sampled, unique, gen)
+            module = native.module_for(gen)
+            if module is None or type(core) is not _Pending:
+                return self._sample_locked(buffers, tc, num_sampled, unique, gen, module)
+            made = module.LearnedCore(SampledValues)
+            made.acquire()  # before other threads can see it
+            try:
+                made.recent_len = core.recent_len
+                self._core = made
+                self._bind()
+                return self._sample_locked(buffers, tc, num_sampled, unique, gen, module)
+            finally:
+                made.release()
+        finally:
+            core.release()
+
+    def _sample_locked(
+        self, buffers: dict[str, torch.Tensor], tc: torch.Tensor, num_sampled: int, unique: bool,
+        gen: Rng | None, module: Any,
+    ) -> SampledValues:
+        """The draw, the expected counts and ``_update`` (the recent classes' buffer grown
+        first, the fold after) through the module's explicit call, else ``ctypes``."""
+        total, recent_len = self._total, self._recent_len
         add = max(min(tc.numel(), UNIGRAM_RANGE_LIMIT - total), 0)
         end = recent_len + add
         append = add > 0 and end <= self._fold_at
         if append and end > buffers["_recent"].numel():
             self._reserve(end)
-        module = native.module_for(gen)
-        if module is not None:  # the pybind11 call itself (0.5 µs less than a wrapper)
+        if module is not None:
             tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
             out = module.sample_learned(
                 tc, num_sampled, unique, gen, buffers["counts"], buffers["_base_cum"],
@@ -149,9 +200,8 @@ class LearnedUnigramSampler(CandidateSampler):
                 (self._base_total, recent_len, total, self._guide_width, add, append), tc,
                 num_sampled, unique, gen))
         if append:
-            state["_total"], state["_recent_len"] = total + add, end
+            self._recent_len = end
         elif add:
-            state["_total"] = total + add
             self._fold()
         return values
 
@@ -176,7 +226,6 @@ class LearnedUnigramSampler(CandidateSampler):
         if ids.numel() == 0:
             return
         self.counts.index_add_(0, ids, self._one.expand(ids.numel()))
-        self._total += ids.numel()
         self._total_dev.add_(ids.numel())
         end = self._recent_len + ids.numel()
         if end > self._fold_at:
@@ -194,6 +243,7 @@ class LearnedUnigramSampler(CandidateSampler):
             grown = torch.empty(size, dtype=torch.int32, device=self.counts.device)
             grown[: self._recent_len] = self._recent[: self._recent_len]
             self._recent = grown
+            self._bind()
 
     def _fold(self) -> None:
         """Fold the recent classes into the static cumulative sum (O(C)); the recent classes'
@@ -224,12 +274,38 @@ class LearnedUnigramSampler(CandidateSampler):
                 self._base_cum = self._base_cum[:0]
             elif fast.runs(self._base_cum) and type(self.counts) is torch.Tensor:
                 self._guide, self._guide_width = native.learned_guide(self._base_cum)
-        self._total = self.range_max + self._base_total + self._recent_len
         self._total_dev.fill_(self._total)
         if self._total > UNIGRAM_RANGE_LIMIT:
             raise ValueError(f"counts must sum to at most {UNIGRAM_RANGE_LIMIT}, got {self._total}")
         self._blocks: dict[tuple[int, int], UniquePlan] = {}
         self._bins: tuple[list[float], list[float]] | None = None  # made by the first plan
+        self._bind()
+
+    def _bind(self) -> None:
+        """Give ``_core`` the buffers and scalars it draws with (after any of them changed);
+        buffers off the CPU (or not plain tensors) leave it unbound, and every call takes the
+        general path."""
+        core, buffers = self._core, self._buffers
+        names = ("counts", "_base_cum", "_recent", "_total_dev", "_guide")
+        tensors = [buffers[name] for name in names]
+        if type(core) is _Pending:
+            return
+        if all(type(t) is torch.Tensor and t.is_cpu for t in tensors):
+            core.bind(*tensors, self._base_total, self._guide_width, self._fold_at)
+        else:
+            self._core = _Pending(core.recent_len)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> LearnedUnigramSampler:
+        module = super()._apply(fn, recurse)
+        self._bind()
+        return cast("LearnedUnigramSampler", module)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The module's state with ``_core`` as a ``_Pending`` (a native object does not
+        pickle or deep-copy; the next native call makes a new one)."""
+        state = dict(super().__getstate__())  # type: ignore[no-untyped-call]
+        state["_core"] = _Pending(self._recent_len)
+        return state
 
     def _static_bins(self) -> tuple[list[float], list[float]]:
         """The static counts summarised as bins (``weight_bins``), read once per rebuild when
@@ -269,3 +345,33 @@ class LearnedUnigramSampler(CandidateSampler):
         ids = check_ids(recent, self.range_max)
         self._recent = ids.to(device=self.counts.device, dtype=torch.int32).contiguous()
         self._recent_len = self._recent.numel()
+        self._bind()
+
+
+def _rebuild_after_load(module: LearnedUnigramSampler, keys: object) -> None:
+    """The load hook (a function of the module, so that a sampler pickles)."""
+    module._rebuild()
+
+
+class _Pending:
+    """``LearnedUnigramSampler._core`` before the samplers' module makes one (and where it
+    cannot, or the buffers are not on the CPU): the number of recent classes, the lock of the
+    native calls, and a ``sample`` that declines every call."""
+
+    __slots__ = ("_lock", "recent_len")
+
+    def __init__(self, recent_len: int = 0) -> None:
+        self.recent_len = recent_len
+        self._lock = threading.RLock()
+
+    def __reduce__(self) -> tuple[type[_Pending], tuple[int]]:
+        return _Pending, (self.recent_len,)  # a new lock (a lock does not pickle)
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def sample(self, *args: object) -> bool:
+        return False
