@@ -9,9 +9,10 @@
 //   sample_fixed(true_classes, num_sampled, unique, generator, threshold, alias, probs)
 //   sample_learned(true_classes, num_sampled, unique, generator, counts, base_cum, recent,
 //                  total_dev, guide, base_total, recent_len, total, guide_width, add, append)
-//       -> (candidates, true counts, sampled counts), or None where a unique draw gave up
+//       -> SampledValues(candidates, true counts, sampled counts), or None where a unique
+//          draw gave up (true_classes: int64 [B, T] of any strides)
 //   ids_in_range(ids, upper) -> whether every id lies in [0, upper)
-//   LearnedCore(values_type): LearnedUnigramSampler's state on CPU (below), whose
+//   LearnedCore(): LearnedUnigramSampler's state on CPU (below), whose
 //       sample(true_classes, num_sampled, unique, generator) is sample_learned with no
 //       other argument to convert and no Python bookkeeping around it
 //
@@ -50,6 +51,10 @@ void need(bool ok, const char* what) {
   if (!ok) throw py::value_error(what);
 }
 
+// torchnce's SampledValues (a NamedTuple), looked up when the module loads; never freed (an
+// object released after the interpreter ends would crash it).
+PyObject* values_type = nullptr;
+
 // The three outputs of a call, made for its true classes and sample size.
 struct Outputs {
   Tensor candidates, true_count, sampled_count;
@@ -70,6 +75,16 @@ struct Outputs {
     call.candidates = candidates.data_ptr<int64_t>();
     call.true_count = true_count.data_ptr<float>();
     call.sampled_count = sampled_count.data_ptr<float>();
+  }
+
+  // SampledValues(candidates, true_count, sampled_count), as tuple.__new__ builds it (a
+  // NamedTuple's own __new__ is a Python function).
+  py::object values() const {
+    const py::tuple args = py::make_tuple(py::make_tuple(candidates, true_count, sampled_count));
+    PyObject* made =
+        PyTuple_Type.tp_new(reinterpret_cast<PyTypeObject*>(values_type), args.ptr(), nullptr);
+    if (made == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(made);
   }
 };
 
@@ -101,11 +116,12 @@ void set_learned(TorchnceSamplerCall& call, const Tensor& counts, const Tensor& 
 }
 
 // A call of one of the free functions: its outputs, the seed, the kernel.
-py::object draw(int kind, const Tensor& tc, int64_t num_sampled, bool unique,
+py::object draw(int kind, const Tensor& true_classes, int64_t num_sampled, bool unique,
                 const std::optional<at::Generator>& generator, TorchnceSamplerCall& call) {
-  need(tc.device().is_cpu() && tc.scalar_type() == at::kLong && tc.dim() == 2 &&
-           tc.is_contiguous(),
-       "true_classes must be a contiguous [B, T] int64 CPU tensor");
+  need(true_classes.device().is_cpu() && true_classes.scalar_type() == at::kLong &&
+           true_classes.dim() == 2,
+       "true_classes must be a [B, T] int64 CPU tensor");
+  const Tensor tc = true_classes.contiguous();  // a layer's labels may be a view
   need(num_sampled >= 0 && call.range > 0, "num_sampled and range must be valid");
   const int64_t seed = draw_seed(generator);
   Outputs out(tc, num_sampled);
@@ -124,7 +140,7 @@ py::object draw(int kind, const Tensor& tc, int64_t num_sampled, bool unique,
     tries = run();
   }
   if (tries < 0) return py::none();
-  return py::make_tuple(out.candidates, out.true_count, out.sampled_count);
+  return out.values();
 }
 
 py::object sample(int64_t kind, const Tensor& tc, int64_t num_sampled, bool unique,
@@ -194,13 +210,6 @@ bool ids_in_range(const Tensor& ids, int64_t upper) {
 // it only without the GIL (Guard), so a thread that holds it can always take the GIL.
 class LearnedCore {
  public:
-  explicit LearnedCore(py::object values_type) : values_type_(std::move(values_type)) {
-    need(PyType_Check(values_type_.ptr()) &&
-             PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(values_type_.ptr()),
-                              &PyTuple_Type),
-         "values_type must be a tuple type");
-  }
-
   // The buffers (contiguous CPU tensors of the sampler's dtypes) and scalars after a change.
   void bind(Tensor counts, Tensor base_cum, Tensor recent, Tensor total_dev, Tensor guide,
             int64_t base_total, int64_t guide_width, int64_t fold_at) {
@@ -271,14 +280,7 @@ class LearnedCore {
     }
     if (tries == kGeneral) return py::bool_(false);
     if (tries < 0) return py::none();
-    // values_type(candidates, true_count, sampled_count) as tuple.__new__ builds it (a
-    // NamedTuple's own __new__ is a Python function).
-    const py::tuple args =
-        py::make_tuple(py::make_tuple(out.candidates, out.true_count, out.sampled_count));
-    PyObject* values = PyTuple_Type.tp_new(
-        reinterpret_cast<PyTypeObject*>(values_type_.ptr()), args.ptr(), nullptr);
-    if (values == nullptr) throw py::error_already_set();
-    return py::reinterpret_steal<py::object>(values);
+    return out.values();
   }
 
  private:
@@ -302,7 +304,6 @@ class LearnedCore {
     std::recursive_mutex& mutex_;
   };
 
-  py::object values_type_;
   std::recursive_mutex mutex_;
   Tensor counts_, base_cum_, recent_, total_dev_, guide_;
   int64_t base_total_ = 0, guide_width_ = 0, fold_at_ = 1, recent_len_ = 0;
@@ -312,12 +313,17 @@ class LearnedCore {
 }  // namespace
 
 PYBIND11_MODULE(_torchnce_samplers, m) {
+  values_type =
+      py::object(py::module_::import("torchnce._common.types").attr("SampledValues")).release().ptr();
+  need(PyType_Check(values_type) &&
+           PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(values_type), &PyTuple_Type),
+       "torchnce's SampledValues must be a tuple type");
   m.def("ids_in_range", &ids_in_range);
   m.def("sample", &sample);
   m.def("sample_fixed", &sample_fixed);
   m.def("sample_learned", &sample_learned);
   py::class_<LearnedCore>(m, "LearnedCore")
-      .def(py::init<py::object>())
+      .def(py::init<>())
       .def("bind", &LearnedCore::bind)
       .def("acquire", &LearnedCore::acquire)
       .def("release", &LearnedCore::release)

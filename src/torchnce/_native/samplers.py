@@ -112,11 +112,6 @@ def module_for(rng: object) -> Any:
     return None
 
 
-def _fast(values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
-          ) -> SampledValues | None:
-    return None if values is None else SampledValues(*values)
-
-
 def ids_in_range(ids: torch.Tensor, upper: int) -> bool:
     """Whether every id of a contiguous int64 CPU tensor lies in ``[0, upper)``."""
     if _FAST or _module():
@@ -159,9 +154,10 @@ def _done(values: SampledValues, tries: int, rng: object) -> SampledValues | Non
 def uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
             rng: object) -> SampledValues | None:
     """``uniform_values`` of ``torchnce._sampling.closed_form`` (int64 ``tc``, any strides)."""
-    tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
     if (rng is None or type(rng) is _GENERATOR) and (_FAST or _module()):
-        return _fast(_FAST.sample(0, tc, num_sampled, unique, range_max, 0.0, rng))
+        return _FAST.sample(  # type: ignore[no-any-return]
+            0, tc, num_sampled, unique, range_max, 0.0, rng)
+    tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
     call, out = _start(tc, num_sampled, unique, rng)
     call.range = range_max
     return _done(out, (_kernels or _bound()).uniform(call), rng)
@@ -170,9 +166,10 @@ def uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
 def log_uniform(tc: torch.Tensor, num_sampled: int, unique: bool, range_max: int,
                 log_range: float, rng: object) -> SampledValues | None:
     """``log_uniform_values``; ``log_range`` is ``math.log1p(range_max)``."""
-    tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
     if (rng is None or type(rng) is _GENERATOR) and (_FAST or _module()):
-        return _fast(_FAST.sample(1, tc, num_sampled, unique, range_max, log_range, rng))
+        return _FAST.sample(  # type: ignore[no-any-return]
+            1, tc, num_sampled, unique, range_max, log_range, rng)
+    tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
     call, out = _start(tc, num_sampled, unique, rng)
     call.range, call.log_range = range_max, log_range
     return _done(out, (_kernels or _bound()).log_uniform(call), rng)
@@ -183,9 +180,10 @@ def alias(threshold: torch.Tensor, alias_: torch.Tensor, probs: torch.Tensor,
           rng: object) -> SampledValues | None:
     """``FixedUnigramSampler``'s draw from its tables (contiguous CPU float64, int64 and
     float32 ``[n]``)."""
-    tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
     if (rng is None or type(rng) is _GENERATOR) and (_FAST or _module()):
-        return _fast(_FAST.sample_fixed(tc, num_sampled, unique, rng, threshold, alias_, probs))
+        return _FAST.sample_fixed(  # type: ignore[no-any-return]
+            tc, num_sampled, unique, rng, threshold, alias_, probs)
+    tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
     call, out = _start(tc, num_sampled, unique, rng)
     call.threshold, call.alias, call.probs = (threshold.data_ptr(), alias_.data_ptr(),
                                               probs.data_ptr())

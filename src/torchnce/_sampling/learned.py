@@ -162,7 +162,7 @@ class LearnedUnigramSampler(CandidateSampler):
             module = native.module_for(gen)
             if module is None or type(core) is not _Pending:
                 return self._sample_locked(buffers, tc, num_sampled, unique, gen, module)
-            made = module.LearnedCore(SampledValues)
+            made = module.LearnedCore()
             made.acquire()  # before other threads can see it
             try:
                 made.recent_len = core.recent_len
@@ -187,12 +187,10 @@ class LearnedUnigramSampler(CandidateSampler):
         if append and end > buffers["_recent"].numel():
             self._reserve(end)
         if module is not None:
-            tc = tc if tc.is_contiguous() else tc.contiguous()  # a layer's labels may be a view
-            out = module.sample_learned(
+            values = fast.checked(module.sample_learned(
                 tc, num_sampled, unique, gen, buffers["counts"], buffers["_base_cum"],
                 buffers["_recent"], buffers["_total_dev"], buffers["_guide"], self._base_total,
-                recent_len, total, self._guide_width, add, append)
-            values = fast.checked(None if out is None else SampledValues(*out))
+                recent_len, total, self._guide_width, add, append))
         else:
             values = fast.checked(native.learned(
                 buffers["counts"], buffers["_base_cum"], buffers["_recent"],
