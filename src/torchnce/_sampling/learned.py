@@ -280,9 +280,9 @@ class LearnedUnigramSampler(CandidateSampler):
         self._bind()
 
     def _bind(self) -> None:
-        """Give ``_core`` the buffers and scalars it draws with (after any of them changed);
-        buffers off the CPU (or not plain tensors) leave it unbound, and every call takes the
-        general path."""
+        """Give ``_core`` the buffers and scalars it draws with (after any of them changed).
+        Buffers off the CPU (or not plain tensors) make it a ``_Pending`` again (every call
+        then takes the path for them; a later move back makes a new core)."""
         core, buffers = self._core, self._buffers
         names = ("counts", "_base_cum", "_recent", "_total_dev", "_guide")
         tensors = [buffers[name] for name in names]
