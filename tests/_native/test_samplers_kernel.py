@@ -228,10 +228,13 @@ def test_a_copied_or_moved_learned_sampler_draws_what_the_original_does(how):
 
 
 @native
-def test_threads_sharing_a_learned_sampler_lose_no_update():
+@pytest.mark.parametrize("binding", ["module", "ctypes"])
+def test_threads_sharing_a_learned_sampler_lose_no_update(binding, monkeypatch):
     # Large draws run without the GIL, in the core or on the general path (the first call, a
     # grown buffer, a fold every few calls); the core's lock orders the calls, so every batch
     # is counted once, and the recent classes are the batches since the last fold, in order.
+    if binding == "ctypes":  # no samplers' module: the ctypes calls, under the Python lock
+        monkeypatch.setattr(native_samplers, "_FAST", False)
     sampler = torchnce.LearnedUnigramSampler(1000)
     sampler._fold_at = 40_000
     batches = [labels(1000, 4096, 2, seed=i) for i in range(48)]
@@ -252,6 +255,7 @@ def test_threads_sharing_a_learned_sampler_lose_no_update():
     for t in threads:
         t.join()
     assert not errors
+    assert (type(sampler._core).__name__ == "_Pending") == (binding == "ctypes")
     everything = torch.cat([b.reshape(-1) for b in batches])
     assert sampler.total == 1000 + everything.numel() == int(sampler._total_dev)
     assert torch.equal(sampler.counts.long(), 1 + torch.bincount(everything, minlength=1000))
