@@ -1,6 +1,6 @@
 """The first-use build of the native kernels, its cache, and the status of the native path.
 
-Two libraries are compiled once per source, compiler, flags and CPU into ``$TORCHNCE_CACHE``
+Three libraries are compiled once per source, compiler, flags and CPU into ``$TORCHNCE_CACHE``
 (default ``~/.cache/torchnce``), with ``-march=native``: the kernels are vectorised for the CPU
 that builds them (AVX2 or AVX-512 where present), and the CPU's flags are part of the cache key,
 so a home directory shared by other machines builds its own copy.
@@ -111,6 +111,15 @@ def _build(compiler: str, sources: tuple[Path, ...] = SOURCES, flags: list[str] 
     return target
 
 
+def _required_compiler() -> str:
+    """The C++ compiler (``_compiler``); ``RuntimeError`` saying how to get one where none
+    is found."""
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+    return compiler
+
+
 def _torch_flags() -> tuple[list[str], str]:
     """The flags that build and link the operators against the installed torch, and the
     part of the cache key that names that torch. ``-fopenmp``: ``at::parallel_for`` is a
@@ -134,10 +143,8 @@ def load() -> tuple[ctypes.CDLL | None, NativeStatus]:
     warns once when the build is impossible or fails."""
     if os.environ.get("TORCHNCE_NATIVE", "1").strip() == "0":
         return None, NativeStatus(False, "disabled by TORCHNCE_NATIVE=0")
-    compiler = _compiler()
     try:
-        if compiler is None:
-            raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+        compiler = _required_compiler()
         library = ctypes.CDLL(str(_build(compiler)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         status = NativeStatus(False, f"the native kernels could not be built: {err}")
@@ -165,16 +172,13 @@ def load_ops() -> NativeStatus:
     library, status = load()
     if library is None:  # the kernels' build said why (one warning for both)
         return status
-    compiler = _compiler()
     try:
-        if compiler is None:
-            raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+        compiler = _required_compiler()
         import torch
 
         flags, torch_key = _torch_flags()
-        torch.ops.load_library(str(_build(  # type: ignore[no-untyped-call]
-            compiler, OPS_SOURCES, flags, _OPS_LIBRARY,
-                                          torch_key)))
+        path = _build(compiler, OPS_SOURCES, flags, _OPS_LIBRARY, torch_key)
+        torch.ops.load_library(str(path))  # type: ignore[no-untyped-call]
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         status = NativeStatus(False, f"the native operators could not be built: {err}")
         warnings.warn(f"torchnce: {status.reason}; using the pure-PyTorch path for the "
@@ -189,10 +193,8 @@ def load_samplers() -> Any:
     where that is impossible (the samplers then make ``ctypes`` calls; one warning says why)."""
     if load()[0] is None:  # off, or the kernels' build said why (one warning for all)
         return None
-    compiler = _compiler()
     try:
-        if compiler is None:
-            raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+        compiler = _required_compiler()
         import importlib.machinery
         import importlib.util
         import sysconfig

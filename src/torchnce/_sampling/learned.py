@@ -283,11 +283,11 @@ class LearnedUnigramSampler(CandidateSampler):
         """Give ``_core`` the buffers and scalars it draws with (after any of them changed).
         Buffers off the CPU (or not plain tensors) make it a ``_Pending`` again (every call
         then takes the path for them; a later move back makes a new core)."""
-        core, buffers = self._core, self._buffers
-        names = ("counts", "_base_cum", "_recent", "_total_dev", "_guide")
-        tensors = [buffers[name] for name in names]
+        core = self._core
         if type(core) is _Pending:
             return
+        names = ("counts", "_base_cum", "_recent", "_total_dev", "_guide")
+        tensors = [self._buffers[name] for name in names]
         if all(type(t) is torch.Tensor and t.is_cpu for t in tensors):
             core.bind(*tensors, self._base_total, self._guide_width, self._fold_at)
         else:
